@@ -1,3 +1,10 @@
 //! raibid-operator: turns a GitHub issue queue into GPU-backed AI agent runs on DGX Spark nodes.
 
+pub mod admission;
+pub mod config;
+pub mod controller;
 pub mod crd;
+pub mod metrics;
+pub mod operator;
+pub mod server;
+pub mod telemetry;

@@ -27,7 +27,10 @@ impl Placement {
     ) -> Self {
         let required_node_terms = affinity
             .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|na| {
+                na.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .map(|required| required.node_selector_terms.clone());
         Self {
             node_selector,
@@ -131,7 +134,9 @@ fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
         exists
     } else {
         key == taint.key
-            && (exists || toleration.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default())
+            && (exists
+                || toleration.value.as_deref().unwrap_or_default()
+                    == taint.value.as_deref().unwrap_or_default())
     };
     effect_ok && key_ok
 }
@@ -161,10 +166,17 @@ fn requirement_matches(requirement: &NodeSelectorRequirement, value: Option<&str
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
         "Gt" | "Lt" => {
-            let (Some(actual), Some(bound)) = (value.and_then(as_int), values.first().and_then(|b| as_int(b))) else {
+            let (Some(actual), Some(bound)) = (
+                value.and_then(as_int),
+                values.first().and_then(|b| as_int(b)),
+            ) else {
                 return false;
             };
-            if requirement.operator == "Gt" { actual > bound } else { actual < bound }
+            if requirement.operator == "Gt" {
+                actual > bound
+            } else {
+                actual < bound
+            }
         }
         _ => false,
     }
@@ -185,7 +197,12 @@ mod tests {
         Node {
             metadata: ObjectMeta {
                 name: Some(name.into()),
-                labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
                 ..Default::default()
             },
             spec: Some(NodeSpec {
@@ -224,7 +241,10 @@ mod tests {
     }
 
     fn selector(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn requirement(key: &str, operator: &str, values: &[&str]) -> NodeSelectorRequirement {
@@ -257,8 +277,14 @@ mod tests {
 
     #[test]
     fn node_selector_must_be_a_subset_of_the_labels() {
-        let spark = node("spark", &[("kubernetes.io/arch", "arm64"), ("gpu", "GB10")], &[], 1);
-        let fits = |pairs: &[(&str, &str)]| Placement::new(selector(pairs), vec![], None).fits(&spark);
+        let spark = node(
+            "spark",
+            &[("kubernetes.io/arch", "arm64"), ("gpu", "GB10")],
+            &[],
+            1,
+        );
+        let fits =
+            |pairs: &[(&str, &str)]| Placement::new(selector(pairs), vec![], None).fits(&spark);
         assert!(fits(&[]));
         assert!(fits(&[("kubernetes.io/arch", "arm64")]));
         assert!(fits(&[("kubernetes.io/arch", "arm64"), ("gpu", "GB10")]));
@@ -273,10 +299,16 @@ mod tests {
         assert!(Placement::new(BTreeMap::new(), vec![gpu_toleration()], None).fits(&tainted));
 
         let prefer = node("soft", &[], &[(GPU_RESOURCE, "PreferNoSchedule")], 1);
-        assert!(Placement::default().fits(&prefer), "PreferNoSchedule does not filter");
+        assert!(
+            Placement::default().fits(&prefer),
+            "PreferNoSchedule does not filter"
+        );
 
         let execute = node("exec", &[], &[(GPU_RESOURCE, "NoExecute")], 1);
-        assert!(!Placement::new(BTreeMap::new(), vec![gpu_toleration()], None).fits(&execute), "effect must match");
+        assert!(
+            !Placement::new(BTreeMap::new(), vec![gpu_toleration()], None).fits(&execute),
+            "effect must match"
+        );
     }
 
     #[test]
@@ -287,20 +319,43 @@ mod tests {
             effect: "NoSchedule".into(),
             ..Default::default()
         };
-        let t = |key: Option<&str>, op: Option<&str>, value: Option<&str>, effect: Option<&str>| Toleration {
-            key: key.map(Into::into),
-            operator: op.map(Into::into),
-            value: value.map(Into::into),
-            effect: effect.map(Into::into),
-            ..Default::default()
+        let t = |key: Option<&str>, op: Option<&str>, value: Option<&str>, effect: Option<&str>| {
+            Toleration {
+                key: key.map(Into::into),
+                operator: op.map(Into::into),
+                value: value.map(Into::into),
+                effect: effect.map(Into::into),
+                ..Default::default()
+            }
         };
-        assert!(tolerates(&t(Some("dedicated"), Some("Equal"), Some("agents"), None), &taint));
-        assert!(tolerates(&t(Some("dedicated"), None, Some("agents"), Some("NoSchedule")), &taint), "Equal is the default");
-        assert!(!tolerates(&t(Some("dedicated"), Some("Equal"), Some("other"), None), &taint));
-        assert!(tolerates(&t(Some("dedicated"), Some("Exists"), None, None), &taint));
-        assert!(tolerates(&t(None, Some("Exists"), None, None), &taint), "empty key + Exists tolerates all");
+        assert!(tolerates(
+            &t(Some("dedicated"), Some("Equal"), Some("agents"), None),
+            &taint
+        ));
+        assert!(
+            tolerates(
+                &t(Some("dedicated"), None, Some("agents"), Some("NoSchedule")),
+                &taint
+            ),
+            "Equal is the default"
+        );
+        assert!(!tolerates(
+            &t(Some("dedicated"), Some("Equal"), Some("other"), None),
+            &taint
+        ));
+        assert!(tolerates(
+            &t(Some("dedicated"), Some("Exists"), None, None),
+            &taint
+        ));
+        assert!(
+            tolerates(&t(None, Some("Exists"), None, None), &taint),
+            "empty key + Exists tolerates all"
+        );
         assert!(!tolerates(&t(None, None, None, None), &taint));
-        assert!(!tolerates(&t(Some("other"), Some("Exists"), None, None), &taint));
+        assert!(!tolerates(
+            &t(Some("other"), Some("Exists"), None, None),
+            &taint
+        ));
     }
 
     #[test]
@@ -310,15 +365,27 @@ mod tests {
         assert!(fits(vec![requirement("arch", "In", &["arm64", "amd64"])]));
         assert!(!fits(vec![requirement("arch", "In", &["amd64"])]));
         assert!(fits(vec![requirement("arch", "NotIn", &["amd64"])]));
-        assert!(fits(vec![requirement("zone", "NotIn", &["a"])]), "NotIn holds for a missing label");
+        assert!(
+            fits(vec![requirement("zone", "NotIn", &["a"])]),
+            "NotIn holds for a missing label"
+        );
         assert!(fits(vec![requirement("arch", "Exists", &[])]));
         assert!(!fits(vec![requirement("zone", "Exists", &[])]));
         assert!(fits(vec![requirement("zone", "DoesNotExist", &[])]));
         assert!(fits(vec![requirement("gpus", "Gt", &["2"])]));
         assert!(!fits(vec![requirement("gpus", "Lt", &["2"])]));
-        assert!(!fits(vec![requirement("arch", "Gt", &["2"])]), "Gt on a non-number fails");
+        assert!(
+            !fits(vec![requirement("arch", "Gt", &["2"])]),
+            "Gt on a non-number fails"
+        );
         assert!(!fits(vec![requirement("arch", "Bogus", &[])]));
-        assert!(!fits(vec![requirement("arch", "In", &["arm64"]), requirement("zone", "Exists", &[])]), "a term is an AND");
+        assert!(
+            !fits(vec![
+                requirement("arch", "In", &["arm64"]),
+                requirement("zone", "Exists", &[])
+            ]),
+            "a term is an AND"
+        );
     }
 
     #[test]
@@ -344,7 +411,14 @@ mod tests {
         n.spec.as_mut().unwrap().unschedulable = Some(true);
         assert!(!is_schedulable(&n));
         let mut not_ready = node("n2", &[], &[], 1);
-        not_ready.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].status = "False".into();
+        not_ready
+            .status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()[0]
+            .status = "False".into();
         assert!(!is_schedulable(&not_ready));
         let mut unknown = node("n3", &[], &[], 1);
         unknown.status = None;

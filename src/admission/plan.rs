@@ -2,7 +2,10 @@
 //! and admitted tasks already hold, and per-queue concurrency budgets. One pure function so
 //! that every rule is unit-tested and there is exactly one admission mechanism.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    borrow::Borrow,
+    collections::{BTreeMap, HashMap},
+};
 
 use k8s_openapi::{api::core::v1::Node, jiff::Timestamp};
 
@@ -90,17 +93,27 @@ impl Verdict {
 }
 
 /// Decides admission for every candidate, in admission order.
-pub fn plan(
-    nodes: &[Node],
+pub fn plan<N: Borrow<Node>>(
+    nodes: &[N],
     holders: &[GpuHolder],
     mut candidates: Vec<Candidate>,
     mut budgets: HashMap<QueueKey, QueueBudget>,
     now: Timestamp,
 ) -> Vec<(TaskKey, Verdict)> {
-    let schedulable: Vec<&Node> = nodes.iter().filter(|n| is_schedulable(n)).collect();
+    let nodes: Vec<&Node> = nodes.iter().map(Borrow::borrow).collect();
+    let schedulable: Vec<&Node> = nodes
+        .iter()
+        .copied()
+        .filter(|n| is_schedulable(n))
+        .collect();
     let mut free: BTreeMap<&str, u32> = schedulable
         .iter()
-        .map(|n| (n.metadata.name.as_deref().unwrap_or_default(), allocatable_gpus(n)))
+        .map(|n| {
+            (
+                n.metadata.name.as_deref().unwrap_or_default(),
+                allocatable_gpus(n),
+            )
+        })
         .collect();
 
     for holder in holders.iter().filter(|h| h.gpus > 0) {
@@ -117,7 +130,14 @@ pub fn plan(
     candidates
         .into_iter()
         .map(|candidate| {
-            let verdict = decide(&candidate, nodes, &schedulable, &mut free, &mut budgets, now);
+            let verdict = decide(
+                &candidate,
+                &nodes,
+                &schedulable,
+                &mut free,
+                &mut budgets,
+                now,
+            );
             (candidate.task, verdict)
         })
         .collect()
@@ -125,7 +145,7 @@ pub fn plan(
 
 fn decide(
     candidate: &Candidate,
-    all_nodes: &[Node],
+    all_nodes: &[&Node],
     schedulable: &[&Node],
     free: &mut BTreeMap<&str, u32>,
     budgets: &mut HashMap<QueueKey, QueueBudget>,
@@ -135,7 +155,10 @@ fn decide(
         return Verdict::Backoff { until };
     }
     let budget = candidate.queue.as_ref().and_then(|q| budgets.get_mut(q));
-    if budget.as_ref().is_some_and(|b| b.active >= b.max_concurrent) {
+    if budget
+        .as_ref()
+        .is_some_and(|b| b.active >= b.max_concurrent)
+    {
         return Verdict::QueueFull;
     }
     match first_fit(schedulable, free, &candidate.placement, candidate.gpus) {
@@ -146,7 +169,9 @@ fn decide(
             if let Some(budget) = budget {
                 budget.active += 1;
             }
-            Verdict::Admit { node: node.to_owned() }
+            Verdict::Admit {
+                node: node.to_owned(),
+            }
         }
         None => {
             let could_ever_fit = all_nodes
@@ -250,7 +275,13 @@ mod tests {
     #[test]
     fn admits_oldest_first_up_to_the_free_gpus() {
         let nodes = [node("a", "gpu", 1, true), node("b", "gpu", 1, true)];
-        let candidates = vec![task("t3", 1, 3), task("t1", 1, 1), task("t5", 1, 5), task("t2", 1, 2), task("t4", 1, 4)];
+        let candidates = vec![
+            task("t3", 1, 3),
+            task("t1", 1, 1),
+            task("t5", 1, 5),
+            task("t2", 1, 2),
+            task("t4", 1, 4),
+        ];
         let verdicts = plan(&nodes, &[], candidates, HashMap::new(), at(10));
         assert_eq!(
             names(&verdicts),
@@ -267,7 +298,13 @@ mod tests {
     #[test]
     fn same_second_creation_falls_back_to_the_name() {
         let nodes = [node("a", "gpu", 1, true)];
-        let verdicts = plan(&nodes, &[], vec![task("b", 1, 1), task("a", 1, 1)], HashMap::new(), at(10));
+        let verdicts = plan(
+            &nodes,
+            &[],
+            vec![task("b", 1, 1), task("a", 1, 1)],
+            HashMap::new(),
+            at(10),
+        );
         assert_eq!(admitted(&verdicts), vec!["a"]);
     }
 
@@ -276,21 +313,48 @@ mod tests {
         let nodes = [node("a", "gpu", 1, true)];
         let mut urgent = task("young-critical", 1, 9);
         urgent.order.tier = 0;
-        let verdicts = plan(&nodes, &[], vec![task("old", 1, 1), urgent], HashMap::new(), at(10));
+        let verdicts = plan(
+            &nodes,
+            &[],
+            vec![task("old", 1, 1), urgent],
+            HashMap::new(),
+            at(10),
+        );
         assert_eq!(admitted(&verdicts), vec!["young-critical"]);
     }
 
     #[test]
     fn bound_and_unbound_holders_take_gpus() {
-        let nodes = [node("a", "gpu", 1, true), node("b", "gpu", 1, true), node("c", "gpu", 1, true)];
-        let holders = [
-            GpuHolder { gpus: 1, node: Some("b".into()), placement: Placement::default() },
-            GpuHolder { gpus: 1, node: None, placement: pool("gpu") },
+        let nodes = [
+            node("a", "gpu", 1, true),
+            node("b", "gpu", 1, true),
+            node("c", "gpu", 1, true),
         ];
-        let verdicts = plan(&nodes, &holders, vec![task("t1", 1, 1), task("t2", 1, 2)], HashMap::new(), at(10));
+        let holders = [
+            GpuHolder {
+                gpus: 1,
+                node: Some("b".into()),
+                placement: Placement::default(),
+            },
+            GpuHolder {
+                gpus: 1,
+                node: None,
+                placement: pool("gpu"),
+            },
+        ];
+        let verdicts = plan(
+            &nodes,
+            &holders,
+            vec![task("t1", 1, 1), task("t2", 1, 2)],
+            HashMap::new(),
+            at(10),
+        );
         assert_eq!(
             names(&verdicts),
-            vec![("t1", &Verdict::Admit { node: "c".into() }), ("t2", &Verdict::WaitingForGpu)]
+            vec![
+                ("t1", &Verdict::Admit { node: "c".into() }),
+                ("t2", &Verdict::WaitingForGpu)
+            ]
         );
     }
 
@@ -298,20 +362,47 @@ mod tests {
     fn holders_without_gpus_or_on_unknown_nodes_change_nothing() {
         let nodes = [node("a", "gpu", 1, true)];
         let holders = [
-            GpuHolder { gpus: 0, node: Some("a".into()), placement: Placement::default() },
-            GpuHolder { gpus: 1, node: Some("gone".into()), placement: Placement::default() },
+            GpuHolder {
+                gpus: 0,
+                node: Some("a".into()),
+                placement: Placement::default(),
+            },
+            GpuHolder {
+                gpus: 1,
+                node: Some("gone".into()),
+                placement: Placement::default(),
+            },
         ];
-        let verdicts = plan(&nodes, &holders, vec![task("t1", 1, 1)], HashMap::new(), at(10));
+        let verdicts = plan(
+            &nodes,
+            &holders,
+            vec![task("t1", 1, 1)],
+            HashMap::new(),
+            at(10),
+        );
         assert_eq!(admitted(&verdicts), vec!["t1"]);
     }
 
     #[test]
     fn placement_decides_which_gpus_count() {
-        let nodes = [node("cpu", "cpu", 0, true), node("other", "other", 4, true), node("g", "gpu", 1, true)];
-        let verdicts = plan(&nodes, &[], vec![task("t1", 1, 1), task("t2", 1, 2)], HashMap::new(), at(10));
+        let nodes = [
+            node("cpu", "cpu", 0, true),
+            node("other", "other", 4, true),
+            node("g", "gpu", 1, true),
+        ];
+        let verdicts = plan(
+            &nodes,
+            &[],
+            vec![task("t1", 1, 1), task("t2", 1, 2)],
+            HashMap::new(),
+            at(10),
+        );
         assert_eq!(
             names(&verdicts),
-            vec![("t1", &Verdict::Admit { node: "g".into() }), ("t2", &Verdict::WaitingForGpu)]
+            vec![
+                ("t1", &Verdict::Admit { node: "g".into() }),
+                ("t2", &Verdict::WaitingForGpu)
+            ]
         );
     }
 
@@ -320,10 +411,19 @@ mod tests {
         let nodes = [node("g", "gpu", 1, true)];
         let mut elsewhere = task("elsewhere", 1, 1);
         elsewhere.placement = pool("nowhere");
-        let verdicts = plan(&nodes, &[], vec![task("greedy", 2, 0), elsewhere], HashMap::new(), at(10));
+        let verdicts = plan(
+            &nodes,
+            &[],
+            vec![task("greedy", 2, 0), elsewhere],
+            HashMap::new(),
+            at(10),
+        );
         assert_eq!(
             names(&verdicts),
-            vec![("greedy", &Verdict::NoFittingNode), ("elsewhere", &Verdict::NoFittingNode)]
+            vec![
+                ("greedy", &Verdict::NoFittingNode),
+                ("elsewhere", &Verdict::NoFittingNode)
+            ]
         );
     }
 
@@ -337,21 +437,43 @@ mod tests {
     #[test]
     fn a_big_task_that_waits_does_not_block_smaller_ones() {
         let nodes = [node("a", "gpu", 1, true), node("b", "gpu", 2, true)];
-        let holders = [GpuHolder { gpus: 1, node: Some("b".into()), placement: Placement::default() }];
-        let verdicts = plan(&nodes, &holders, vec![task("big", 2, 1), task("small", 1, 2)], HashMap::new(), at(10));
+        let holders = [GpuHolder {
+            gpus: 1,
+            node: Some("b".into()),
+            placement: Placement::default(),
+        }];
+        let verdicts = plan(
+            &nodes,
+            &holders,
+            vec![task("big", 2, 1), task("small", 1, 2)],
+            HashMap::new(),
+            at(10),
+        );
         assert_eq!(
             names(&verdicts),
-            vec![("big", &Verdict::WaitingForGpu), ("small", &Verdict::Admit { node: "a".into() })]
+            vec![
+                ("big", &Verdict::WaitingForGpu),
+                ("small", &Verdict::Admit { node: "a".into() })
+            ]
         );
     }
 
     #[test]
     fn gpu_less_tasks_need_only_a_fitting_node() {
         let nodes = [node("g", "gpu", 0, true)];
-        let verdicts = plan(&nodes, &[], vec![task("t0", 0, 1), task("t1", 1, 2)], HashMap::new(), at(10));
+        let verdicts = plan(
+            &nodes,
+            &[],
+            vec![task("t0", 0, 1), task("t1", 1, 2)],
+            HashMap::new(),
+            at(10),
+        );
         assert_eq!(
             names(&verdicts),
-            vec![("t0", &Verdict::Admit { node: "g".into() }), ("t1", &Verdict::NoFittingNode)]
+            vec![
+                ("t0", &Verdict::Admit { node: "g".into() }),
+                ("t1", &Verdict::NoFittingNode)
+            ]
         );
     }
 
@@ -360,10 +482,19 @@ mod tests {
         let nodes = [node("a", "gpu", 1, true)];
         let mut retry = task("retry", 1, 0);
         retry.not_before = Some(at(20));
-        let verdicts = plan(&nodes, &[], vec![retry.clone(), task("next", 1, 5)], HashMap::new(), at(10));
+        let verdicts = plan(
+            &nodes,
+            &[],
+            vec![retry.clone(), task("next", 1, 5)],
+            HashMap::new(),
+            at(10),
+        );
         assert_eq!(
             names(&verdicts),
-            vec![("retry", &Verdict::Backoff { until: at(20) }), ("next", &Verdict::Admit { node: "a".into() })]
+            vec![
+                ("retry", &Verdict::Backoff { until: at(20) }),
+                ("next", &Verdict::Admit { node: "a".into() })
+            ]
         );
         let later = plan(&nodes, &[], vec![retry], HashMap::new(), at(20));
         assert_eq!(admitted(&later), vec!["retry"]);
@@ -372,9 +503,21 @@ mod tests {
     #[test]
     fn queue_budgets_cap_concurrency_per_queue() {
         let nodes = [node("a", "gpu", 4, true)];
-        let q = QueueKey { namespace: "ns".into(), name: "q".into() };
-        let in_queue = |name: &str, created| Candidate { queue: Some(q.clone()), ..task(name, 1, created) };
-        let budgets = HashMap::from([(q.clone(), QueueBudget { max_concurrent: 2, active: 1 })]);
+        let q = QueueKey {
+            namespace: "ns".into(),
+            name: "q".into(),
+        };
+        let in_queue = |name: &str, created| Candidate {
+            queue: Some(q.clone()),
+            ..task(name, 1, created)
+        };
+        let budgets = HashMap::from([(
+            q.clone(),
+            QueueBudget {
+                max_concurrent: 2,
+                active: 1,
+            },
+        )]);
         let verdicts = plan(
             &nodes,
             &[],
@@ -396,10 +539,24 @@ mod tests {
     fn overcommitted_nodes_do_not_underflow() {
         let nodes = [node("a", "gpu", 1, true)];
         let holders = [
-            GpuHolder { gpus: 1, node: Some("a".into()), placement: Placement::default() },
-            GpuHolder { gpus: 1, node: Some("a".into()), placement: Placement::default() },
+            GpuHolder {
+                gpus: 1,
+                node: Some("a".into()),
+                placement: Placement::default(),
+            },
+            GpuHolder {
+                gpus: 1,
+                node: Some("a".into()),
+                placement: Placement::default(),
+            },
         ];
-        let verdicts = plan(&nodes, &holders, vec![task("t1", 1, 1)], HashMap::new(), at(10));
+        let verdicts = plan(
+            &nodes,
+            &holders,
+            vec![task("t1", 1, 1)],
+            HashMap::new(),
+            at(10),
+        );
         assert_eq!(names(&verdicts), vec![("t1", &Verdict::WaitingForGpu)]);
     }
 }

@@ -96,10 +96,18 @@ mod tests {
     #[test]
     fn adds_a_missing_condition_with_the_current_time() {
         let mut conditions = Vec::new();
-        upsert(&mut conditions, update(ConditionStatus::False, "WaitingForGpu"), Some(3), at(10));
+        upsert(
+            &mut conditions,
+            update(ConditionStatus::False, "WaitingForGpu"),
+            Some(3),
+            at(10),
+        );
         assert_eq!(conditions.len(), 1);
         let c = &conditions[0];
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "WaitingForGpu"));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "WaitingForGpu")
+        );
         assert_eq!(c.last_transition_time, Time(at(10)));
         assert_eq!(c.observed_generation, Some(3));
     }
@@ -107,8 +115,18 @@ mod tests {
     #[test]
     fn keeps_the_transition_time_while_the_status_holds() {
         let mut conditions = Vec::new();
-        upsert(&mut conditions, update(ConditionStatus::False, "WaitingForGpu"), None, at(10));
-        upsert(&mut conditions, update(ConditionStatus::False, "NoFittingNode"), None, at(20));
+        upsert(
+            &mut conditions,
+            update(ConditionStatus::False, "WaitingForGpu"),
+            None,
+            at(10),
+        );
+        upsert(
+            &mut conditions,
+            update(ConditionStatus::False, "NoFittingNode"),
+            None,
+            at(20),
+        );
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].reason, "NoFittingNode");
         assert_eq!(conditions[0].last_transition_time, Time(at(10)));
@@ -117,8 +135,18 @@ mod tests {
     #[test]
     fn moves_the_transition_time_when_the_status_flips() {
         let mut conditions = Vec::new();
-        upsert(&mut conditions, update(ConditionStatus::False, "WaitingForGpu"), None, at(10));
-        upsert(&mut conditions, update(ConditionStatus::True, "GpuReserved"), None, at(30));
+        upsert(
+            &mut conditions,
+            update(ConditionStatus::False, "WaitingForGpu"),
+            None,
+            at(10),
+        );
+        upsert(
+            &mut conditions,
+            update(ConditionStatus::True, "GpuReserved"),
+            None,
+            at(30),
+        );
         assert_eq!(conditions[0].last_transition_time, Time(at(30)));
         assert!(is_true(&conditions, "Admitted"));
         assert!(!is_true(&conditions, "Running"));

@@ -14,7 +14,9 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 pub struct Duration(StdDuration);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid duration {input:?}: expected a number with a unit (ms, s, m, h), e.g. \"90s\", \"5m\" or \"1h30m\"")]
+#[error(
+    "invalid duration {input:?}: expected a number with a unit (ms, s, m, h), e.g. \"90s\", \"5m\" or \"1h30m\""
+)]
 pub struct ParseDurationError {
     input: String,
 }
@@ -157,14 +159,24 @@ mod tests {
 
     #[test]
     fn rejects_what_the_api_server_pattern_rejects() {
-        for text in ["", "5", "m", "5 m", "-5m", "5d", "1.m", ".5s", "1..5s", "5M", "1h 30m"] {
-            assert!(text.parse::<Duration>().is_err(), "{text:?} should be rejected");
+        for text in [
+            "", "5", "m", "5 m", "-5m", "5d", "1.m", ".5s", "1..5s", "5M", "1h 30m",
+        ] {
+            assert!(
+                text.parse::<Duration>().is_err(),
+                "{text:?} should be rejected"
+            );
         }
     }
 
     #[test]
     fn displays_in_canonical_form_and_round_trips() {
-        for (text, shown) in [("90s", "1m30s"), ("2h", "2h"), ("0s", "0s"), ("1500ms", "1s500ms")] {
+        for (text, shown) in [
+            ("90s", "1m30s"),
+            ("2h", "2h"),
+            ("0s", "0s"),
+            ("1500ms", "1s500ms"),
+        ] {
             let parsed: Duration = text.parse().unwrap();
             assert_eq!(parsed.to_string(), shown);
             assert_eq!(shown.parse::<Duration>().unwrap(), parsed);

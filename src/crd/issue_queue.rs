@@ -22,9 +22,21 @@ use super::{agent_task::AgentProfile, duration::Duration};
     doc = "A GitHub repository's queue of issues for AI coding agents.",
     printcolumn(name = "Repository", type_ = "string", json_path = ".spec.repository"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.counts.ready"),
-    printcolumn(name = "Waiting", type_ = "integer", json_path = ".status.counts.waitingForAnswers"),
-    printcolumn(name = "Running", type_ = "integer", json_path = ".status.counts.running"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Waiting",
+        type_ = "integer",
+        json_path = ".status.counts.waitingForAnswers"
+    ),
+    printcolumn(
+        name = "Running",
+        type_ = "integer",
+        json_path = ".status.counts.running"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
@@ -44,6 +56,7 @@ pub struct IssueQueueSpec {
     /// Secrets holding the webhook secret; a delivery signed with any of them is accepted, so
     /// a secret can be rotated without downtime.
     #[serde(default)]
+    #[schemars(length(max = 8))]
     pub webhook_secret_refs: Vec<SecretKeyRef>,
 
     /// Run without webhooks, from the periodic resync alone (slower to react).
@@ -76,14 +89,16 @@ pub struct IssueQueueSpec {
     pub max_concurrent: u32,
 
     /// Agent profiles, tried in order; the first whose match rules fit an issue is used.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 32))]
     pub profiles: Vec<QueueProfile>,
 
     /// Name of the profile used when no profile's match rules fit.
+    #[schemars(length(min = 1, max = 63))]
     pub default_profile: String,
 
     /// Name of the profile run once on a `draft` issue to improve its text; none when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
     pub enrichment_profile: Option<String>,
 
     /// How often the whole repository is re-read to repair what a missed webhook left behind.
@@ -255,7 +270,10 @@ impl Default for PriorityLabels {
 #[serde(rename_all = "camelCase")]
 pub struct QueueProfile {
     /// Name of the profile, unique in the queue.
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"),
+        length(min = 1, max = 63)
+    )]
     pub name: String,
     /// When this profile is picked; a profile without rules is picked only as the default.
     #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
@@ -309,11 +327,17 @@ pub struct IssueQueueStatus {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct IssueCounts {
+    /// Issues marked as drafts.
     pub draft: u32,
+    /// Issues waiting for an open dependency.
     pub blocked: u32,
+    /// Issues with unanswered clarifying questions.
     pub waiting_for_answers: u32,
+    /// Issues ready and waiting for an agent.
     pub ready: u32,
+    /// Issues an agent works on.
     pub running: u32,
+    /// Issues whose agent opened a pull request.
     pub in_review: u32,
 }
 

@@ -30,9 +30,46 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     add_root_rule(
         &mut agent_task,
         &format!("size(self.metadata.name) <= {MAX_TASK_NAME_LEN}"),
-        &format!("AgentTask names are at most {MAX_TASK_NAME_LEN} characters (pod names and labels derive from them)"),
+        &format!(
+            "AgentTask names are at most {MAX_TASK_NAME_LEN} characters (pod names and labels derive from them)"
+        ),
     );
-    vec![agent_task, IssueQueue::crd()]
+    let mut crds = vec![agent_task, IssueQueue::crd()];
+    for crd in &mut crds {
+        normalize_integer_formats(crd);
+    }
+    crds
+}
+
+/// schemars names Rust's unsigned integers (`uint32`…), formats Kubernetes does not know and
+/// warns about on every apply; the range they imply is already in `minimum`.
+fn normalize_integer_formats(crd: &mut CustomResourceDefinition) {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let unsigned = matches!(
+                    map.get("format").and_then(|f| f.as_str()),
+                    Some("uint8" | "uint16" | "uint32" | "uint64" | "uint")
+                );
+                if unsigned {
+                    map.insert("format".into(), "int64".into());
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version.schema.as_mut() {
+            if let Ok(mut json) = serde_json::to_value(&*schema) {
+                walk(&mut json);
+                if let Ok(normalized) = serde_json::from_value(json) {
+                    *schema = normalized;
+                }
+            }
+        }
+    }
 }
 
 /// The CRDs as one multi-document YAML stream, as committed in `crds/`.
@@ -86,7 +123,9 @@ mod tests {
             if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
                 for (name, child) in props {
                     let child_path = format!("{path}.{name}");
-                    if child.get("description").is_none() && !["metadata", "apiVersion", "kind"].contains(&name.as_str()) {
+                    if child.get("description").is_none()
+                        && !["metadata", "apiVersion", "kind"].contains(&name.as_str())
+                    {
                         missing.push(child_path.clone());
                     }
                     walk(&child_path, child, missing);
@@ -108,7 +147,10 @@ mod tests {
                     .iter()
                     .any(|upstream| p.contains(upstream))
             });
-            assert!(missing.is_empty(), "fields without a description: {missing:#?}");
+            assert!(
+                missing.is_empty(),
+                "fields without a description: {missing:#?}"
+            );
         }
     }
 }

@@ -88,7 +88,10 @@ pub fn context_config_map(task: &AgentTask) -> ConfigMap {
             owner_references: task.controller_owner_ref(&()).map(|o| vec![o]),
             ..ObjectMeta::default()
         },
-        data: Some(BTreeMap::from([(CONTEXT_FILE.to_owned(), context_markdown(task))])),
+        data: Some(BTreeMap::from([(
+            CONTEXT_FILE.to_owned(),
+            context_markdown(task),
+        )])),
         ..ConfigMap::default()
     }
 }
@@ -96,7 +99,10 @@ pub fn context_config_map(task: &AgentTask) -> ConfigMap {
 fn common_labels(task: &AgentTask) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([
         (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
-        ("app.kubernetes.io/name".to_owned(), "raibid-agent".to_owned()),
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "raibid-agent".to_owned(),
+        ),
         (TASK_LABEL.to_owned(), task.name_any()),
     ]);
     if let Some(issue) = task.spec.issue {
@@ -116,7 +122,10 @@ pub fn agent_pod(task: &AgentTask, settings: &RunSettings, attempt: u32) -> Pod 
     labels.insert(ATTEMPT_LABEL.to_owned(), attempt.to_string());
 
     let mut annotations = agent.pod_annotations.clone();
-    annotations.insert("raibid.dev/repository".to_owned(), task.spec.repository.clone());
+    annotations.insert(
+        "raibid.dev/repository".to_owned(),
+        task.spec.repository.clone(),
+    );
 
     let mut env = vec![env_var("HOME", WORKSPACE_DIR)];
     env.extend(agent.env.iter().cloned());
@@ -125,7 +134,10 @@ pub fn agent_pod(task: &AgentTask, settings: &RunSettings, attempt: u32) -> Pod 
         env_var("RAIBID_BRANCH", &branch(task)),
         env_var("RAIBID_TASK", &task.name_any()),
         env_var("RAIBID_ATTEMPT", &attempt.to_string()),
-        env_var("RAIBID_CONTEXT_FILE", &format!("{CONTEXT_DIR}/{CONTEXT_FILE}")),
+        env_var(
+            "RAIBID_CONTEXT_FILE",
+            &format!("{CONTEXT_DIR}/{CONTEXT_FILE}"),
+        ),
     ]);
     if let Some(issue) = task.spec.issue {
         env.push(env_var("RAIBID_ISSUE", &issue.to_string()));
@@ -136,7 +148,13 @@ pub fn agent_pod(task: &AgentTask, settings: &RunSettings, attempt: u32) -> Pod 
         .clone()
         .unwrap_or_else(|| Quantity(DEFAULT_MEMORY.into()));
     let mut requests = BTreeMap::from([
-        ("cpu".to_owned(), agent.cpu.clone().unwrap_or_else(|| Quantity(DEFAULT_CPU.into()))),
+        (
+            "cpu".to_owned(),
+            agent
+                .cpu
+                .clone()
+                .unwrap_or_else(|| Quantity(DEFAULT_CPU.into())),
+        ),
         ("memory".to_owned(), memory.clone()),
     ]);
     let mut limits = BTreeMap::from([("memory".to_owned(), memory)]);
@@ -334,9 +352,15 @@ mod tests {
         assert_eq!(pod.metadata.name.as_deref(), Some("fix-login-2"));
         assert_eq!(pod.metadata.namespace.as_deref(), Some("agents"));
         let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("AgentTask", "fix-login", Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+            ("AgentTask", "fix-login", Some(true))
+        );
         let labels = pod.metadata.labels.unwrap();
-        assert_eq!(labels[TASK_LABEL], "fix-login", "operator labels win over profile labels");
+        assert_eq!(
+            labels[TASK_LABEL], "fix-login",
+            "operator labels win over profile labels"
+        );
         assert_eq!(labels[ATTEMPT_LABEL], "2");
         assert_eq!(labels[ISSUE_LABEL], "42");
         assert_eq!(labels[QUEUE_LABEL], "web");
@@ -351,7 +375,10 @@ mod tests {
         assert_eq!(env["RAIBID_REPOSITORY"], "acme/web");
         assert_eq!(env["RAIBID_ISSUE"], "42");
         assert_eq!(env["RAIBID_BRANCH"], "raibid/fix-login");
-        assert_eq!(env["RAIBID_TASK"], "fix-login", "a profile cannot spoof the task variables");
+        assert_eq!(
+            env["RAIBID_TASK"], "fix-login",
+            "a profile cannot spoof the task variables"
+        );
         assert_eq!(env["RAIBID_CONTEXT_FILE"], "/var/run/raibid/context.md");
         assert_eq!(env["MODEL"], "local");
         assert_eq!(env["HOME"], WORKSPACE_DIR);
@@ -367,7 +394,10 @@ mod tests {
         let selector = spec.node_selector.unwrap();
         assert_eq!(selector["kubernetes.io/arch"], "arm64");
         assert_eq!(selector["nvidia.com/gpu.product"], "NVIDIA-GB10");
-        assert_eq!(spec.tolerations.unwrap()[0].key.as_deref(), Some(GPU_RESOURCE));
+        assert_eq!(
+            spec.tolerations.unwrap()[0].key.as_deref(),
+            Some(GPU_RESOURCE)
+        );
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
         assert_eq!(spec.active_deadline_seconds, Some(7200));
     }
@@ -405,7 +435,11 @@ mod tests {
         assert_eq!(pod_gpus(&spec), 0);
         assert_eq!(spec.runtime_class_name, None);
         assert_eq!(spec.node_selector, None);
-        assert_eq!(spec.active_deadline_seconds, Some(1), "never 0, which the API server refuses");
+        assert_eq!(
+            spec.active_deadline_seconds,
+            Some(1),
+            "never 0, which the API server refuses"
+        );
     }
 
     #[test]

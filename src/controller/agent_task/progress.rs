@@ -60,14 +60,26 @@ pub struct Failure {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PodProgress {
     /// Waiting to be placed or to start; look again by `recheck_at` at the latest.
-    Starting { node: Option<String>, recheck_at: Timestamp },
+    Starting {
+        node: Option<String>,
+        recheck_at: Timestamp,
+    },
     /// The agent runs on `node`; it hits its run-time limit at `deadline`.
-    Running { node: String, started: Timestamp, deadline: Timestamp },
+    Running {
+        node: String,
+        started: Timestamp,
+        deadline: Timestamp,
+    },
     Succeeded,
     Failed(Failure),
 }
 
-const IMAGE_PULL_FAILURES: [&str; 4] = ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"];
+const IMAGE_PULL_FAILURES: [&str; 4] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+];
 
 /// Reads `pod` against the task's limits at time `now`.
 pub fn observe(pod: &Pod, settings: &RunSettings, now: Timestamp) -> PodProgress {
@@ -91,15 +103,24 @@ pub fn observe(pod: &Pod, settings: &RunSettings, now: Timestamp) -> PodProgress
             let (reason, message) = match (status.reason.as_deref(), &terminated) {
                 (Some("DeadlineExceeded"), _) => (
                     FailureReason::DeadlineExceeded,
-                    format!("the agent ran longer than its run-time limit of {}", human(settings.run_timeout)),
+                    format!(
+                        "the agent ran longer than its run-time limit of {}",
+                        human(settings.run_timeout)
+                    ),
                 ),
                 (Some("Evicted"), _) => (
                     FailureReason::Evicted,
-                    status.message.clone().unwrap_or_else(|| "the node evicted the pod".into()),
+                    status
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| "the node evicted the pod".into()),
                 ),
                 (_, Some(t)) if t.reason.as_deref() == Some("OOMKilled") => (
                     FailureReason::OOMKilled,
-                    format!("the agent exceeded its memory limit (exit code {})", t.exit_code),
+                    format!(
+                        "the agent exceeded its memory limit (exit code {})",
+                        t.exit_code
+                    ),
                 ),
                 (_, Some(t)) if t.exit_code != 0 => (
                     FailureReason::NonZeroExit,
@@ -107,10 +128,17 @@ pub fn observe(pod: &Pod, settings: &RunSettings, now: Timestamp) -> PodProgress
                 ),
                 _ => (
                     FailureReason::PodFailed,
-                    status.message.clone().unwrap_or_else(|| "the pod failed without a reason".into()),
+                    status
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| "the pod failed without a reason".into()),
                 ),
             };
-            return PodProgress::Failed(Failure { reason, message, delete_pod: false });
+            return PodProgress::Failed(Failure {
+                reason,
+                message,
+                delete_pod: false,
+            });
         }
         _ => {}
     }
@@ -129,7 +157,10 @@ pub fn observe(pod: &Pod, settings: &RunSettings, now: Timestamp) -> PodProgress
         if now >= deadline {
             return PodProgress::Failed(Failure {
                 reason: FailureReason::DeadlineExceeded,
-                message: format!("the agent ran longer than its run-time limit of {}", human(settings.run_timeout)),
+                message: format!(
+                    "the agent ran longer than its run-time limit of {}",
+                    human(settings.run_timeout)
+                ),
                 delete_pod: true,
             });
         }
@@ -159,7 +190,10 @@ pub fn observe(pod: &Pod, settings: &RunSettings, now: Timestamp) -> PodProgress
             message: format!(
                 "image {image} could not be pulled ({}){}",
                 waiting.reason.unwrap_or_default(),
-                waiting.message.map(|m| format!(": {m}")).unwrap_or_default()
+                waiting
+                    .message
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
             ),
             delete_pod: true,
         });
@@ -191,7 +225,10 @@ pub fn observe(pod: &Pod, settings: &RunSettings, now: Timestamp) -> PodProgress
                     delete_pod: true,
                 });
             }
-            PodProgress::Starting { node: None, recheck_at: limit }
+            PodProgress::Starting {
+                node: None,
+                recheck_at: limit,
+            }
         }
         (Some(_), scheduled) => {
             let since = scheduled
@@ -211,7 +248,10 @@ pub fn observe(pod: &Pod, settings: &RunSettings, now: Timestamp) -> PodProgress
                     delete_pod: true,
                 });
             }
-            PodProgress::Starting { node, recheck_at: limit }
+            PodProgress::Starting {
+                node,
+                recheck_at: limit,
+            }
         }
     }
 }
@@ -244,7 +284,13 @@ mod tests {
 
     fn settings() -> RunSettings {
         let mut s = RunSettings::resolve(
-            &AgentTask::new("t", AgentTaskSpec { profile: Some(AgentProfile::default()), ..Default::default() }),
+            &AgentTask::new(
+                "t",
+                AgentTaskSpec {
+                    profile: Some(AgentProfile::default()),
+                    ..Default::default()
+                },
+            ),
             &[],
         )
         .unwrap();
@@ -262,7 +308,10 @@ mod tests {
             },
             spec: Some(PodSpec {
                 node_name: node.map(Into::into),
-                containers: vec![Container { image: Some("agent:1".into()), ..Default::default() }],
+                containers: vec![Container {
+                    image: Some("agent:1".into()),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }),
             status: Some(PodStatus {
@@ -312,15 +361,30 @@ mod tests {
 
     #[test]
     fn success_is_success() {
-        assert_eq!(observe(&pod("Succeeded", Some("n")), &settings(), at(5)), PodProgress::Succeeded);
+        assert_eq!(
+            observe(&pod("Succeeded", Some("n")), &settings(), at(5)),
+            PodProgress::Succeeded
+        );
     }
 
     #[test]
     fn failed_pods_say_why() {
         let cases = [
-            (with_container_state(pod("Failed", Some("n")), terminated(1, "Error")), FailureReason::NonZeroExit, "exited with code 1"),
-            (with_container_state(pod("Failed", Some("n")), terminated(137, "OOMKilled")), FailureReason::OOMKilled, "memory limit"),
-            (pod("Failed", Some("n")), FailureReason::PodFailed, "without a reason"),
+            (
+                with_container_state(pod("Failed", Some("n")), terminated(1, "Error")),
+                FailureReason::NonZeroExit,
+                "exited with code 1",
+            ),
+            (
+                with_container_state(pod("Failed", Some("n")), terminated(137, "OOMKilled")),
+                FailureReason::OOMKilled,
+                "memory limit",
+            ),
+            (
+                pod("Failed", Some("n")),
+                FailureReason::PodFailed,
+                "without a reason",
+            ),
         ];
         for (p, reason, text) in cases {
             let f = failure(observe(&p, &settings(), at(5)));
@@ -330,12 +394,22 @@ mod tests {
         }
         let mut deadline = pod("Failed", Some("n"));
         deadline.status.as_mut().unwrap().reason = Some("DeadlineExceeded".into());
-        assert_eq!(failure(observe(&deadline, &settings(), at(5))).reason, FailureReason::DeadlineExceeded);
+        assert_eq!(
+            failure(observe(&deadline, &settings(), at(5))).reason,
+            FailureReason::DeadlineExceeded
+        );
         let mut evicted = pod("Failed", Some("n"));
         evicted.status.as_mut().unwrap().reason = Some("Evicted".into());
-        evicted.status.as_mut().unwrap().message = Some("The node was low on resource: memory.".into());
+        evicted.status.as_mut().unwrap().message =
+            Some("The node was low on resource: memory.".into());
         let f = failure(observe(&evicted, &settings(), at(5)));
-        assert_eq!((f.reason, f.message.as_str()), (FailureReason::Evicted, "The node was low on resource: memory."));
+        assert_eq!(
+            (f.reason, f.message.as_str()),
+            (
+                FailureReason::Evicted,
+                "The node was low on resource: memory."
+            )
+        );
     }
 
     #[test]
@@ -344,11 +418,18 @@ mod tests {
         running.status.as_mut().unwrap().start_time = Some(Time(at(10)));
         assert_eq!(
             observe(&running, &settings(), at(50)),
-            PodProgress::Running { node: "dgx-1".into(), started: at(10), deadline: at(110) }
+            PodProgress::Running {
+                node: "dgx-1".into(),
+                started: at(10),
+                deadline: at(110)
+            }
         );
         let f = failure(observe(&running, &settings(), at(110)));
         assert_eq!(f.reason, FailureReason::DeadlineExceeded);
-        assert!(f.delete_pod, "the operator stops an overrunning agent itself");
+        assert!(
+            f.delete_pod,
+            "the operator stops an overrunning agent itself"
+        );
         assert!(f.message.contains("1m40s"), "{}", f.message);
     }
 
@@ -357,11 +438,18 @@ mod tests {
         let waiting = with_condition(pod("Pending", None), "False", "Unschedulable", 5);
         assert_eq!(
             observe(&waiting, &settings(), at(20)),
-            PodProgress::Starting { node: None, recheck_at: at(35) }
+            PodProgress::Starting {
+                node: None,
+                recheck_at: at(35)
+            }
         );
         let f = failure(observe(&waiting, &settings(), at(35)));
         assert_eq!(f.reason, FailureReason::Unschedulable);
-        assert!(f.message.contains("Insufficient nvidia.com/gpu"), "{}", f.message);
+        assert!(
+            f.message.contains("Insufficient nvidia.com/gpu"),
+            "{}",
+            f.message
+        );
         assert!(f.delete_pod);
     }
 
@@ -369,7 +457,10 @@ mod tests {
     fn a_pod_not_yet_seen_by_the_scheduler_counts_from_creation() {
         assert_eq!(
             observe(&pod("Pending", None), &settings(), at(1)),
-            PodProgress::Starting { node: None, recheck_at: at(30) }
+            PodProgress::Starting {
+                node: None,
+                recheck_at: at(30)
+            }
         );
     }
 
@@ -378,7 +469,10 @@ mod tests {
         let placed = with_condition(pod("Pending", Some("dgx-1")), "True", "Scheduled", 10);
         assert_eq!(
             observe(&placed, &settings(), at(20)),
-            PodProgress::Starting { node: Some("dgx-1".into()), recheck_at: at(70) }
+            PodProgress::Starting {
+                node: Some("dgx-1".into()),
+                recheck_at: at(70)
+            }
         );
         let f = failure(observe(&placed, &settings(), at(70)));
         assert_eq!(f.reason, FailureReason::PendingTimeout);
@@ -400,25 +494,41 @@ mod tests {
             );
             let f = failure(observe(&p, &settings(), at(1)));
             assert_eq!(f.reason, FailureReason::ImagePullFailed);
-            assert!(f.message.contains("agent:1") && f.message.contains(reason), "{}", f.message);
+            assert!(
+                f.message.contains("agent:1") && f.message.contains(reason),
+                "{}",
+                f.message
+            );
         }
         let creating = with_container_state(
             pod("Pending", Some("dgx-1")),
             ContainerState {
-                waiting: Some(ContainerStateWaiting { reason: Some("ContainerCreating".into()), message: None }),
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some("ContainerCreating".into()),
+                    message: None,
+                }),
                 ..Default::default()
             },
         );
-        assert!(matches!(observe(&creating, &settings(), at(1)), PodProgress::Starting { .. }));
+        assert!(matches!(
+            observe(&creating, &settings(), at(1)),
+            PodProgress::Starting { .. }
+        ));
     }
 
     #[test]
     fn a_pod_deleted_by_someone_else_is_lost() {
         let mut deleting = with_container_state(
             pod("Running", Some("n")),
-            ContainerState { running: Some(ContainerStateRunning::default()), ..Default::default() },
+            ContainerState {
+                running: Some(ContainerStateRunning::default()),
+                ..Default::default()
+            },
         );
         deleting.metadata.deletion_timestamp = Some(Time(at(3)));
-        assert_eq!(failure(observe(&deleting, &settings(), at(5))).reason, FailureReason::PodLost);
+        assert_eq!(
+            failure(observe(&deleting, &settings(), at(5))).reason,
+            FailureReason::PodLost
+        );
     }
 }

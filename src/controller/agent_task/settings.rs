@@ -46,7 +46,10 @@ pub enum ProfileError {
 
 impl RunSettings {
     /// Resolves the task's profile: inline, or `queue_profiles` looked up by `profileRef`.
-    pub fn resolve(task: &AgentTask, queue_profiles: &[QueueProfile]) -> Result<Self, ProfileError> {
+    pub fn resolve(
+        task: &AgentTask,
+        queue_profiles: &[QueueProfile],
+    ) -> Result<Self, ProfileError> {
         let spec = &task.spec;
         let (profile_name, agent) = match (&spec.profile, &spec.profile_ref) {
             (Some(inline), _) => (INLINE_PROFILE.to_owned(), inline.clone()),
@@ -62,7 +65,8 @@ impl RunSettings {
             }
             (None, None) => return Err(ProfileError::NoProfile),
         };
-        let limit = |pick: fn(&RunLimits) -> Option<crate::crd::Duration>, default: crate::crd::Duration| {
+        let limit = |pick: fn(&RunLimits) -> Option<crate::crd::Duration>,
+                     default: crate::crd::Duration| {
             spec.limits
                 .as_ref()
                 .and_then(pick)
@@ -72,7 +76,10 @@ impl RunSettings {
         };
         Ok(Self {
             run_timeout: limit(|l| l.run_timeout, DEFAULT_RUN_TIMEOUT),
-            unschedulable_timeout: limit(|l| l.unschedulable_timeout, DEFAULT_UNSCHEDULABLE_TIMEOUT),
+            unschedulable_timeout: limit(
+                |l| l.unschedulable_timeout,
+                DEFAULT_UNSCHEDULABLE_TIMEOUT,
+            ),
             pending_timeout: limit(|l| l.pending_timeout, DEFAULT_PENDING_TIMEOUT),
             max_retries: spec
                 .max_retries
@@ -104,7 +111,11 @@ impl RunSettings {
     }
 
     pub fn placement(&self) -> Placement {
-        Placement::new(self.node_selector(), self.tolerations(), self.agent.affinity.as_ref())
+        Placement::new(
+            self.node_selector(),
+            self.tolerations(),
+            self.agent.affinity.as_ref(),
+        )
     }
 }
 
@@ -128,7 +139,10 @@ mod tests {
     #[test]
     fn inline_profile_gets_the_documented_defaults() {
         let settings = RunSettings::resolve(
-            &task(AgentTaskSpec { profile: Some(profile("agent:1")), ..Default::default() }),
+            &task(AgentTaskSpec {
+                profile: Some(profile("agent:1")),
+                ..Default::default()
+            }),
             &[],
         )
         .unwrap();
@@ -141,7 +155,10 @@ mod tests {
             settings.node_selector(),
             BTreeMap::from([
                 ("kubernetes.io/arch".to_string(), "arm64".to_string()),
-                ("nvidia.com/gpu.product".to_string(), "NVIDIA-GB10".to_string()),
+                (
+                    "nvidia.com/gpu.product".to_string(),
+                    "NVIDIA-GB10".to_string()
+                ),
             ])
         );
         assert_eq!(settings.tolerations()[0].key.as_deref(), Some(GPU_RESOURCE));
@@ -175,8 +192,16 @@ mod tests {
     #[test]
     fn profile_ref_resolves_against_the_queue() {
         let queue_profiles = vec![
-            QueueProfile { name: "small".into(), agent: profile("small:1"), ..Default::default() },
-            QueueProfile { name: "large".into(), agent: profile("large:1"), ..Default::default() },
+            QueueProfile {
+                name: "small".into(),
+                agent: profile("small:1"),
+                ..Default::default()
+            },
+            QueueProfile {
+                name: "large".into(),
+                agent: profile("large:1"),
+                ..Default::default()
+            },
         ];
         let spec = AgentTaskSpec {
             queue_ref: Some("q".into()),
@@ -184,14 +209,29 @@ mod tests {
             ..Default::default()
         };
         let settings = RunSettings::resolve(&task(spec.clone()), &queue_profiles).unwrap();
-        assert_eq!((settings.profile_name.as_str(), settings.agent.image.as_str()), ("large", "large:1"));
+        assert_eq!(
+            (
+                settings.profile_name.as_str(),
+                settings.agent.image.as_str()
+            ),
+            ("large", "large:1")
+        );
 
-        let missing = AgentTaskSpec { profile_ref: Some("huge".into()), ..spec };
+        let missing = AgentTaskSpec {
+            profile_ref: Some("huge".into()),
+            ..spec
+        };
         assert_eq!(
             RunSettings::resolve(&task(missing), &queue_profiles),
-            Err(ProfileError::UnknownProfile { queue: "q".into(), profile: "huge".into() })
+            Err(ProfileError::UnknownProfile {
+                queue: "q".into(),
+                profile: "huge".into()
+            })
         );
-        assert_eq!(RunSettings::resolve(&task(AgentTaskSpec::default()), &[]), Err(ProfileError::NoProfile));
+        assert_eq!(
+            RunSettings::resolve(&task(AgentTaskSpec::default()), &[]),
+            Err(ProfileError::NoProfile)
+        );
     }
 
     #[test]
@@ -199,8 +239,14 @@ mod tests {
         let mut agent = profile("agent:1");
         agent.node_selector = Some(BTreeMap::new());
         agent.tolerations = Some(vec![]);
-        let settings =
-            RunSettings::resolve(&task(AgentTaskSpec { profile: Some(agent), ..Default::default() }), &[]).unwrap();
+        let settings = RunSettings::resolve(
+            &task(AgentTaskSpec {
+                profile: Some(agent),
+                ..Default::default()
+            }),
+            &[],
+        )
+        .unwrap();
         assert!(settings.node_selector().is_empty());
         assert!(settings.tolerations().is_empty());
     }

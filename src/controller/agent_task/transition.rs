@@ -24,16 +24,31 @@ pub enum Transition {
         after_failure: Option<(String, String)>,
     },
     /// Still queued; admission says why (`WaitingForGpu`, `NoFittingNode`...).
-    Waiting { reason: &'static str, message: String },
+    Waiting {
+        reason: &'static str,
+        message: String,
+    },
     /// A GPU is reserved; the pod is about to be created.
-    Admitted { pod_name: String },
+    Admitted {
+        pod_name: String,
+    },
     /// The pod exists and waits to be placed or to start.
-    PodPending { node: Option<String> },
+    PodPending {
+        node: Option<String>,
+    },
     /// The agent container runs.
-    PodRunning { node: String, started: Timestamp },
+    PodRunning {
+        node: String,
+        started: Timestamp,
+    },
     Succeeded,
-    Failed { reason: String, message: String },
-    Cancelled { message: String },
+    Failed {
+        reason: String,
+        message: String,
+    },
+    Cancelled {
+        message: String,
+    },
 }
 
 /// What a person sees in `kubectl describe` for a transition.
@@ -56,45 +71,119 @@ pub fn apply(
     next.observed_generation = generation;
     next.profile = Some(profile.to_owned());
     let mut set = |type_: &'static str, status: ConditionStatus, reason: &str, message: String| {
-        upsert(&mut next.conditions, ConditionUpdate { type_, status, reason, message }, generation, now)
+        upsert(
+            &mut next.conditions,
+            ConditionUpdate {
+                type_,
+                status,
+                reason,
+                message,
+            },
+            generation,
+            now,
+        )
     };
     match transition {
         Transition::Queued { .. } => {
-            set(CONDITION_ADMITTED, ConditionStatus::False, "Queued", "waiting for admission".into());
-            set(CONDITION_RUNNING, ConditionStatus::False, "Queued", "not admitted yet".into());
+            set(
+                CONDITION_ADMITTED,
+                ConditionStatus::False,
+                "Queued",
+                "waiting for admission".into(),
+            );
+            set(
+                CONDITION_RUNNING,
+                ConditionStatus::False,
+                "Queued",
+                "not admitted yet".into(),
+            );
         }
         Transition::Waiting { reason, message } => {
-            set(CONDITION_ADMITTED, ConditionStatus::False, reason, message.clone());
+            set(
+                CONDITION_ADMITTED,
+                ConditionStatus::False,
+                reason,
+                message.clone(),
+            );
         }
         Transition::Admitted { .. } => {
-            set(CONDITION_ADMITTED, ConditionStatus::True, "GpuReserved", "a GPU is reserved for this attempt".into());
-            set(CONDITION_RUNNING, ConditionStatus::False, "PodStarting", "the agent pod is starting".into());
+            set(
+                CONDITION_ADMITTED,
+                ConditionStatus::True,
+                "GpuReserved",
+                "a GPU is reserved for this attempt".into(),
+            );
+            set(
+                CONDITION_RUNNING,
+                ConditionStatus::False,
+                "PodStarting",
+                "the agent pod is starting".into(),
+            );
         }
         Transition::PodPending { node } => {
             let message = match node {
                 Some(node) => format!("the agent pod is placed on {node} and starting"),
                 None => "the agent pod waits for a node".into(),
             };
-            set(CONDITION_RUNNING, ConditionStatus::False, "PodStarting", message);
+            set(
+                CONDITION_RUNNING,
+                ConditionStatus::False,
+                "PodStarting",
+                message,
+            );
         }
         Transition::PodRunning { node, .. } => {
-            set(CONDITION_RUNNING, ConditionStatus::True, "AgentRunning", format!("the agent runs on {node}"));
+            set(
+                CONDITION_RUNNING,
+                ConditionStatus::True,
+                "AgentRunning",
+                format!("the agent runs on {node}"),
+            );
         }
         Transition::Succeeded => {
-            set(CONDITION_RUNNING, ConditionStatus::False, "Finished", "the agent finished".into());
-            set(CONDITION_COMPLETE, ConditionStatus::True, "Succeeded", "the agent finished successfully".into());
+            set(
+                CONDITION_RUNNING,
+                ConditionStatus::False,
+                "Finished",
+                "the agent finished".into(),
+            );
+            set(
+                CONDITION_COMPLETE,
+                ConditionStatus::True,
+                "Succeeded",
+                "the agent finished successfully".into(),
+            );
         }
         Transition::Failed { reason, message } => {
-            set(CONDITION_RUNNING, ConditionStatus::False, "Finished", "the agent stopped".into());
-            set(CONDITION_FAILED, ConditionStatus::True, reason, message.clone());
+            set(
+                CONDITION_RUNNING,
+                ConditionStatus::False,
+                "Finished",
+                "the agent stopped".into(),
+            );
+            set(
+                CONDITION_FAILED,
+                ConditionStatus::True,
+                reason,
+                message.clone(),
+            );
         }
         Transition::Cancelled { message } => {
-            set(CONDITION_RUNNING, ConditionStatus::False, "Cancelled", message.clone());
+            set(
+                CONDITION_RUNNING,
+                ConditionStatus::False,
+                "Cancelled",
+                message.clone(),
+            );
         }
     }
 
     match transition {
-        Transition::Queued { attempt, not_before, after_failure } => {
+        Transition::Queued {
+            attempt,
+            not_before,
+            after_failure,
+        } => {
             next.phase = Phase::Queued;
             next.attempt = Some(*attempt);
             next.next_attempt_after = not_before.map(Time);
@@ -103,7 +192,13 @@ pub fn apply(
             next.admission_time = None;
             next.start_time = None;
             (next.reason, next.message) = match after_failure {
-                Some((reason, message)) => (Some(reason.clone()), Some(format!("attempt {} failed: {message}; retrying", attempt - 1))),
+                Some((reason, message)) => (
+                    Some(reason.clone()),
+                    Some(format!(
+                        "attempt {} failed: {message}; retrying",
+                        attempt - 1
+                    )),
+                ),
                 None => (Some("Queued".into()), Some("waiting for a free GPU".into())),
             };
         }
@@ -160,24 +255,56 @@ pub fn apply(
 
 /// The Event a transition publishes; `None` for steps too small to tell a person.
 pub fn event(transition: &Transition, attempt: u32) -> Option<EventNote> {
-    let note = |reason, note: String, warning| Some(EventNote { reason, note, warning });
+    let note = |reason, note: String, warning| {
+        Some(EventNote {
+            reason,
+            note,
+            warning,
+        })
+    };
     match transition {
-        Transition::Queued { after_failure: None, .. } => note("Queued", "waiting for a free GPU".into(), false),
-        Transition::Queued { after_failure: Some((reason, message)), not_before, .. } => note(
+        Transition::Queued {
+            after_failure: None,
+            ..
+        } => note("Queued", "waiting for a free GPU".into(), false),
+        Transition::Queued {
+            after_failure: Some((reason, message)),
+            not_before,
+            ..
+        } => note(
             "Retrying",
             format!(
                 "attempt {} failed ({reason}: {message}); attempt {attempt} starts{}",
                 attempt.saturating_sub(1),
-                not_before.map(|t| format!(" after {t}")).unwrap_or_default()
+                not_before
+                    .map(|t| format!(" after {t}"))
+                    .unwrap_or_default()
             ),
             true,
         ),
-        Transition::Waiting { reason: "NoFittingNode", message } => note("NoFittingNode", message.clone(), true),
+        Transition::Waiting {
+            reason: "NoFittingNode",
+            message,
+        } => note("NoFittingNode", message.clone(), true),
         Transition::Waiting { .. } | Transition::PodPending { .. } => None,
-        Transition::Admitted { pod_name } => note("Admitted", format!("GPU reserved; starting pod {pod_name} (attempt {attempt})"), false),
-        Transition::PodRunning { node, .. } => note("Started", format!("agent runs on {node} (attempt {attempt})"), false),
-        Transition::Succeeded => note("Succeeded", format!("agent finished successfully (attempt {attempt})"), false),
-        Transition::Failed { reason, message } => note("Failed", format!("{reason}: {message}"), true),
+        Transition::Admitted { pod_name } => note(
+            "Admitted",
+            format!("GPU reserved; starting pod {pod_name} (attempt {attempt})"),
+            false,
+        ),
+        Transition::PodRunning { node, .. } => note(
+            "Started",
+            format!("agent runs on {node} (attempt {attempt})"),
+            false,
+        ),
+        Transition::Succeeded => note(
+            "Succeeded",
+            format!("agent finished successfully (attempt {attempt})"),
+            false,
+        ),
+        Transition::Failed { reason, message } => {
+            note("Failed", format!("{reason}: {message}"), true)
+        }
         Transition::Cancelled { message } => note("Cancelled", message.clone(), false),
     }
 }
@@ -197,22 +324,58 @@ mod tests {
 
     #[test]
     fn a_task_walks_from_queued_to_succeeded() {
-        let queued = step(&AgentTaskStatus::default(), Transition::Queued { attempt: 1, not_before: None, after_failure: None }, 0);
+        let queued = step(
+            &AgentTaskStatus::default(),
+            Transition::Queued {
+                attempt: 1,
+                not_before: None,
+                after_failure: None,
+            },
+            0,
+        );
         assert_eq!((queued.phase, queued.attempt), (Phase::Queued, Some(1)));
         assert!(!is_true(&queued.conditions, CONDITION_ADMITTED));
 
-        let waiting = step(&queued, Transition::Waiting { reason: "WaitingForGpu", message: "all GPUs busy".into() }, 1);
-        assert_eq!(find(&waiting.conditions, CONDITION_ADMITTED).unwrap().reason, "WaitingForGpu");
+        let waiting = step(
+            &queued,
+            Transition::Waiting {
+                reason: "WaitingForGpu",
+                message: "all GPUs busy".into(),
+            },
+            1,
+        );
+        assert_eq!(
+            find(&waiting.conditions, CONDITION_ADMITTED)
+                .unwrap()
+                .reason,
+            "WaitingForGpu"
+        );
         assert_eq!(waiting.reason.as_deref(), Some("WaitingForGpu"));
 
-        let admitted = step(&waiting, Transition::Admitted { pod_name: "t-1".into() }, 2);
+        let admitted = step(
+            &waiting,
+            Transition::Admitted {
+                pod_name: "t-1".into(),
+            },
+            2,
+        );
         assert_eq!(admitted.phase, Phase::Starting);
         assert_eq!(admitted.pod_name.as_deref(), Some("t-1"));
         assert_eq!(admitted.admission_time, Some(Time(at(2))));
         assert!(is_true(&admitted.conditions, CONDITION_ADMITTED));
 
-        let running = step(&admitted, Transition::PodRunning { node: "dgx-1".into(), started: at(3) }, 4);
-        assert_eq!((running.phase, running.node_name.as_deref()), (Phase::Running, Some("dgx-1")));
+        let running = step(
+            &admitted,
+            Transition::PodRunning {
+                node: "dgx-1".into(),
+                started: at(3),
+            },
+            4,
+        );
+        assert_eq!(
+            (running.phase, running.node_name.as_deref()),
+            (Phase::Running, Some("dgx-1"))
+        );
         assert_eq!(running.start_time, Some(Time(at(3))));
         assert!(is_true(&running.conditions, CONDITION_RUNNING));
 
@@ -228,8 +391,17 @@ mod tests {
     #[test]
     fn a_retry_is_a_fresh_attempt_that_remembers_why() {
         let running = step(
-            &step(&AgentTaskStatus::default(), Transition::Admitted { pod_name: "t-1".into() }, 0),
-            Transition::PodRunning { node: "dgx-1".into(), started: at(1) },
+            &step(
+                &AgentTaskStatus::default(),
+                Transition::Admitted {
+                    pod_name: "t-1".into(),
+                },
+                0,
+            ),
+            Transition::PodRunning {
+                node: "dgx-1".into(),
+                started: at(1),
+            },
             1,
         );
         let retry = step(
@@ -242,40 +414,118 @@ mod tests {
             10,
         );
         assert_eq!((retry.phase, retry.attempt), (Phase::Queued, Some(2)));
-        assert_eq!((retry.pod_name.as_ref(), retry.node_name.as_ref()), (None, None));
+        assert_eq!(
+            (retry.pod_name.as_ref(), retry.node_name.as_ref()),
+            (None, None)
+        );
         assert_eq!(retry.next_attempt_after, Some(Time(at(20))));
         assert_eq!(retry.reason.as_deref(), Some("NonZeroExit"));
-        assert!(retry.message.as_deref().unwrap().contains("attempt 1 failed"));
+        assert!(
+            retry
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("attempt 1 failed")
+        );
 
-        let still_waiting = step(&retry, Transition::Waiting { reason: "RetryBackoff", message: "backoff".into() }, 11);
-        assert_eq!(still_waiting.reason.as_deref(), Some("NonZeroExit"), "the failure stays visible during backoff");
+        let still_waiting = step(
+            &retry,
+            Transition::Waiting {
+                reason: "RetryBackoff",
+                message: "backoff".into(),
+            },
+            11,
+        );
+        assert_eq!(
+            still_waiting.reason.as_deref(),
+            Some("NonZeroExit"),
+            "the failure stays visible during backoff"
+        );
 
-        let admitted = step(&still_waiting, Transition::Admitted { pod_name: "t-2".into() }, 21);
-        assert_eq!((admitted.attempt, admitted.next_attempt_after.as_ref()), (Some(2), None));
+        let admitted = step(
+            &still_waiting,
+            Transition::Admitted {
+                pod_name: "t-2".into(),
+            },
+            21,
+        );
+        assert_eq!(
+            (admitted.attempt, admitted.next_attempt_after.as_ref()),
+            (Some(2), None)
+        );
     }
 
     #[test]
     fn failure_and_cancellation_are_terminal_with_a_reason() {
-        let failed = step(&AgentTaskStatus::default(), Transition::Failed { reason: "DeadlineExceeded".into(), message: "too long".into() }, 5);
-        assert_eq!((failed.phase, failed.reason.as_deref()), (Phase::Failed, Some("DeadlineExceeded")));
+        let failed = step(
+            &AgentTaskStatus::default(),
+            Transition::Failed {
+                reason: "DeadlineExceeded".into(),
+                message: "too long".into(),
+            },
+            5,
+        );
+        assert_eq!(
+            (failed.phase, failed.reason.as_deref()),
+            (Phase::Failed, Some("DeadlineExceeded"))
+        );
         let condition = find(&failed.conditions, CONDITION_FAILED).unwrap();
-        assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("True", "DeadlineExceeded"));
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str()),
+            ("True", "DeadlineExceeded")
+        );
 
-        let cancelled = step(&AgentTaskStatus::default(), Transition::Cancelled { message: "spec.cancel is set".into() }, 5);
-        assert_eq!((cancelled.phase, cancelled.reason.as_deref()), (Phase::Cancelled, Some("Cancelled")));
+        let cancelled = step(
+            &AgentTaskStatus::default(),
+            Transition::Cancelled {
+                message: "spec.cancel is set".into(),
+            },
+            5,
+        );
+        assert_eq!(
+            (cancelled.phase, cancelled.reason.as_deref()),
+            (Phase::Cancelled, Some("Cancelled"))
+        );
         assert!(cancelled.completion_time.is_some());
     }
 
     #[test]
     fn events_name_the_step() {
         let reason = |t: Transition| event(&t, 2).map(|e| (e.reason, e.warning));
-        assert_eq!(reason(Transition::Admitted { pod_name: "p".into() }), Some(("Admitted", false)));
-        assert_eq!(reason(Transition::Failed { reason: "OOMKilled".into(), message: "m".into() }), Some(("Failed", true)));
         assert_eq!(
-            reason(Transition::Queued { attempt: 2, not_before: None, after_failure: Some(("X".into(), "y".into())) }),
+            reason(Transition::Admitted {
+                pod_name: "p".into()
+            }),
+            Some(("Admitted", false))
+        );
+        assert_eq!(
+            reason(Transition::Failed {
+                reason: "OOMKilled".into(),
+                message: "m".into()
+            }),
+            Some(("Failed", true))
+        );
+        assert_eq!(
+            reason(Transition::Queued {
+                attempt: 2,
+                not_before: None,
+                after_failure: Some(("X".into(), "y".into()))
+            }),
             Some(("Retrying", true))
         );
-        assert_eq!(reason(Transition::Waiting { reason: "WaitingForGpu", message: "m".into() }), None);
-        assert_eq!(reason(Transition::Waiting { reason: "NoFittingNode", message: "m".into() }), Some(("NoFittingNode", true)));
+        assert_eq!(
+            reason(Transition::Waiting {
+                reason: "WaitingForGpu",
+                message: "m".into()
+            }),
+            None
+        );
+        assert_eq!(
+            reason(Transition::Waiting {
+                reason: "NoFittingNode",
+                message: "m".into()
+            }),
+            Some(("NoFittingNode", true))
+        );
     }
 }

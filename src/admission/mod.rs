@@ -1,0 +1,290 @@
+//! Admission: the single place that decides which queued AgentTask gets a GPU.
+//!
+//! One loop, so decisions never race each other. It reads the cluster from watch caches (nodes,
+//! non-terminal pods, tasks, queues), asks the pure [`plan`] who may start, and records each
+//! admission in the task's status with a resourceVersion precondition: a decision based on a
+//! stale view is refused by the API server instead of double-booking a GPU. The pod itself is
+//! created by the AgentTask controller, so a crash between the two loses nothing.
+
+pub mod placement;
+pub mod plan;
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{ResourceExt, runtime::reflector::ObjectRef};
+use tracing::{debug, info, warn};
+
+use self::{
+    placement::{Placement, pod_gpus},
+    plan::{AdmissionOrder, Candidate, GpuHolder, QueueBudget, QueueKey, TaskKey, Verdict},
+};
+use crate::{
+    controller::{
+        Context,
+        agent_task::{
+            desired::pod_name,
+            record,
+            settings::RunSettings,
+            transition::{CONDITION_ADMITTED, Transition},
+        },
+    },
+    crd::{AgentTask, IssueQueue, Phase, conditions},
+};
+
+/// Tier of tasks that carry no admission key (hand-made ones): with "no priority" issues.
+pub const DEFAULT_TIER: u8 = 3;
+
+/// Longest sleep between passes when nothing wakes the loop.
+const IDLE_PASS: Duration = Duration::from_secs(10);
+/// How long an admission we wrote may be missing from the task cache before we stop counting
+/// it ourselves (the watch delivers it in milliseconds; this only bounds a lost update).
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(30);
+
+/// An admission written to the API server but not yet seen in the task cache.
+struct InFlight {
+    holder: GpuHolder,
+    written: Instant,
+}
+
+/// Runs admission passes until the process ends. Woken by `ctx.admission`.
+pub async fn run(ctx: Arc<Context>) {
+    let stores = &ctx.stores;
+    let synced = tokio::try_join!(
+        stores.tasks.wait_until_ready(),
+        stores.queues.wait_until_ready(),
+        stores.pods.wait_until_ready(),
+        stores.nodes.wait_until_ready(),
+    );
+    if synced.is_err() {
+        warn!("a watch closed before it synced; admission stops");
+        return;
+    }
+    let mut in_flight: HashMap<TaskKey, InFlight> = HashMap::new();
+    loop {
+        let wake_at = pass(&ctx, &mut in_flight).await;
+        let sleep = wake_at.unwrap_or(IDLE_PASS).min(IDLE_PASS);
+        tokio::select! {
+            _ = ctx.admission.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// One admission pass. Returns how soon the next pass is due for a retry backoff to expire.
+async fn pass(ctx: &Context, in_flight: &mut HashMap<TaskKey, InFlight>) -> Option<Duration> {
+    ctx.metrics.admission_passes.inc();
+    let now = Timestamp::now();
+    let tasks = ctx.stores.tasks.state();
+    let queues: HashMap<QueueKey, Arc<IssueQueue>> = ctx
+        .stores
+        .queues
+        .state()
+        .into_iter()
+        .map(|q| {
+            (
+                QueueKey {
+                    namespace: q.namespace().unwrap_or_default(),
+                    name: q.name_any(),
+                },
+                q,
+            )
+        })
+        .collect();
+
+    in_flight.retain(|key, entry| {
+        let cached = ctx
+            .stores
+            .tasks
+            .get(&ObjectRef::new(&key.name).within(&key.namespace));
+        let still_queued_in_cache = cached.is_some_and(|t| t.phase() == Phase::Queued);
+        still_queued_in_cache && entry.written.elapsed() < IN_FLIGHT_GRACE
+    });
+
+    let mut holders: Vec<GpuHolder> = ctx
+        .stores
+        .pods
+        .state()
+        .iter()
+        .filter_map(|pod| {
+            let spec = pod.spec.as_ref()?;
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if matches!(phase, Some("Succeeded" | "Failed")) {
+                return None;
+            }
+            Some(GpuHolder {
+                gpus: pod_gpus(spec),
+                node: spec.node_name.clone(),
+                placement: Placement::of_pod(spec),
+            })
+        })
+        .collect();
+    holders.extend(in_flight.values().map(|f| f.holder.clone()));
+
+    let mut candidates = Vec::new();
+    let mut budgets: HashMap<QueueKey, QueueBudget> = HashMap::new();
+    let mut by_key: HashMap<TaskKey, (Arc<AgentTask>, RunSettings)> = HashMap::new();
+    for task in &tasks {
+        let key = TaskKey {
+            namespace: task.namespace().unwrap_or_default(),
+            name: task.name_any(),
+        };
+        let queue_key = task.spec.queue_ref.as_ref().map(|name| QueueKey {
+            namespace: key.namespace.clone(),
+            name: name.clone(),
+        });
+        let Some(phase) = task.status.as_ref().map(|s| s.phase) else {
+            continue;
+        };
+        if task.spec.cancel || phase.is_terminal() || task.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let queue = queue_key.as_ref().and_then(|q| queues.get(q));
+        let profiles = queue
+            .map(|q| q.spec.profiles.as_slice())
+            .unwrap_or_default();
+        let Ok(settings) = RunSettings::resolve(task, profiles) else {
+            continue;
+        };
+        if let Some((queue_key, queue)) = queue_key.as_ref().zip(queue) {
+            let budget = budgets.entry(queue_key.clone()).or_insert(QueueBudget {
+                max_concurrent: if queue.spec.paused {
+                    0
+                } else {
+                    queue.spec.max_concurrent
+                },
+                active: 0,
+            });
+            if phase.is_active() || in_flight.contains_key(&key) {
+                budget.active += 1;
+            }
+        }
+        if phase.is_active() {
+            let pod_cached = ctx
+                .stores
+                .pods
+                .get(&ObjectRef::new(&pod_name(task, task.attempt())).within(&key.namespace))
+                .is_some();
+            if !pod_cached {
+                // Admitted, pod not created yet (or just finished): its GPU stays reserved.
+                holders.push(GpuHolder {
+                    gpus: settings.agent.gpus,
+                    node: task.status.as_ref().and_then(|s| s.node_name.clone()),
+                    placement: settings.placement(),
+                });
+            }
+            continue;
+        }
+        if in_flight.contains_key(&key) {
+            continue;
+        }
+        let admission = task.spec.admission.clone().unwrap_or_default();
+        let created = task
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(now);
+        candidates.push(Candidate {
+            task: key.clone(),
+            gpus: settings.agent.gpus,
+            placement: settings.placement(),
+            order: AdmissionOrder {
+                tier: if task.spec.admission.is_some() {
+                    admission.tier
+                } else {
+                    DEFAULT_TIER
+                },
+                since: admission.since.map(|t| t.0).unwrap_or(created),
+                tie_breaker: format!("{}/{}", key.namespace, key.name),
+            },
+            queue: queue_key,
+            not_before: task
+                .status
+                .as_ref()
+                .and_then(|s| s.next_attempt_after.as_ref())
+                .map(|t| t.0),
+        });
+        by_key.insert(key, (task.clone(), settings));
+    }
+    ctx.metrics.queued_tasks.set(candidates.len() as i64);
+
+    let mut next_wake: Option<Duration> = None;
+    for (key, verdict) in plan::plan(
+        &ctx.stores.nodes.state(),
+        &holders,
+        candidates,
+        budgets,
+        now,
+    ) {
+        let Some((task, settings)) = by_key.get(&key) else {
+            continue;
+        };
+        match verdict {
+            Verdict::Admit { node } => {
+                let admitted = Transition::Admitted {
+                    pod_name: pod_name(task, task.attempt()),
+                };
+                match record(ctx, task, &admitted, &settings.profile_name).await {
+                    Ok(()) => {
+                        info!(task = %key.name, namespace = %key.namespace, counted_on = %node, "admitted");
+                        ctx.metrics.admissions.inc();
+                        in_flight.insert(
+                            key,
+                            InFlight {
+                                holder: GpuHolder {
+                                    gpus: settings.agent.gpus,
+                                    node: None,
+                                    placement: settings.placement(),
+                                },
+                                written: Instant::now(),
+                            },
+                        );
+                    }
+                    // Stale cache or a concurrent change: the next pass decides again.
+                    Err(error) => debug!(task = %key.name, %error, "admission not recorded"),
+                }
+            }
+            waiting => {
+                if let Verdict::Backoff { until } = waiting {
+                    let wait = Duration::try_from(now.duration_until(until)).unwrap_or_default();
+                    next_wake = Some(next_wake.map_or(wait, |w| w.min(wait)));
+                }
+                let status = task.status.clone().unwrap_or_default();
+                let recorded = conditions::find(&status.conditions, CONDITION_ADMITTED)
+                    .map(|c| c.reason.as_str());
+                if recorded != Some(waiting.reason()) {
+                    let transition = Transition::Waiting {
+                        reason: waiting.reason(),
+                        message: waiting_message(&waiting, settings),
+                    };
+                    if let Err(error) = record(ctx, task, &transition, &settings.profile_name).await
+                    {
+                        debug!(task = %key.name, %error, "waiting reason not recorded");
+                    }
+                }
+            }
+        }
+    }
+    next_wake
+}
+
+fn waiting_message(verdict: &Verdict, settings: &RunSettings) -> String {
+    let gpus = settings.agent.gpus;
+    match verdict {
+        Verdict::Admit { .. } => String::new(),
+        Verdict::Backoff { until } => format!("retry waits for its backoff until {until}"),
+        Verdict::QueueFull => "the IssueQueue runs its maxConcurrent agents already".into(),
+        Verdict::WaitingForGpu => {
+            format!("waiting for {gpus} free GPU(s) on a node that fits the profile's placement")
+        }
+        Verdict::NoFittingNode => format!(
+            "no node matches the placement (node selector {:?}) with {gpus} allocatable GPU(s)",
+            settings.node_selector()
+        ),
+    }
+}

@@ -1,0 +1,430 @@
+//! The AgentTask controller: one pod per admitted attempt, followed to its end.
+//!
+//! Reconcile is level-triggered: every decision is taken from what the API server says now
+//! (the task, its pod), so a restart or a missed event changes nothing. Admission — the one
+//! place that decides which queued task gets a GPU — lives in [`crate::admission`]; this
+//! controller only creates pods for tasks already admitted.
+
+pub mod desired;
+pub mod progress;
+pub mod settings;
+pub mod transition;
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Pod},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+        reflector::ObjectRef,
+    },
+};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use self::{
+    progress::{Failure, PodProgress, human},
+    settings::{ProfileError, RunSettings},
+    transition::{CONDITION_ADMITTED, Transition},
+};
+use super::{Context, FIELD_MANAGER};
+use crate::{
+    crd::{AgentTask, Phase, conditions},
+    metrics::{ErrorLabels, OutcomeLabels},
+};
+
+pub const CONTROLLER: &str = "agenttask";
+
+/// Why a reconciliation failed. Each has a fixed reason for metrics and Events.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[source] kube::Error),
+    #[error("the task changed while it was being updated; will retry")]
+    Conflict,
+    #[error("IssueQueue {queue:?} named in queueRef does not exist")]
+    QueueNotFound { queue: String },
+    #[error("the task has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "KubeApiError",
+            Self::Conflict => "Conflict",
+            Self::QueueNotFound { .. } => "QueueNotFound",
+            Self::NoNamespace => "NoNamespace",
+        }
+    }
+}
+
+impl From<kube::Error> for Error {
+    fn from(error: kube::Error) -> Self {
+        match &error {
+            kube::Error::Api(status) if status.code == 409 => Self::Conflict,
+            _ => Self::Kube(error),
+        }
+    }
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How often a task is looked at even when nothing changes (a safety net, not the mechanism).
+const RECHECK: Duration = Duration::from_secs(60);
+
+#[instrument(skip_all, fields(task = %task.name_any(), namespace = task.namespace().unwrap_or_default()))]
+pub async fn reconcile(task: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started(CONTROLLER);
+    if task.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove the pod and context file.
+        return Ok(Action::await_change());
+    }
+    let namespace = task.namespace().ok_or(Error::NoNamespace)?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let phase = task.status.as_ref().map(|s| s.phase);
+
+    if let Some(phase) = phase.filter(|p| p.is_terminal()) {
+        if phase == Phase::Succeeded {
+            delete_pod(&pods, &desired::pod_name(&task, task.attempt())).await?;
+        }
+        return Ok(Action::await_change());
+    }
+
+    let settings = match resolve_settings(&task, &ctx, &namespace).await? {
+        Ok(settings) => settings,
+        Err(invalid) => {
+            let failed = Transition::Failed {
+                reason: "InvalidProfile".into(),
+                message: invalid.to_string(),
+            };
+            record(&ctx, &task, &failed, "unresolved").await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    if task.spec.cancel {
+        delete_pod(&pods, &desired::pod_name(&task, task.attempt())).await?;
+        let cancelled = Transition::Cancelled {
+            message: "spec.cancel is set".into(),
+        };
+        record(&ctx, &task, &cancelled, &settings.profile_name).await?;
+        ctx.admission.notify_one();
+        return Ok(Action::await_change());
+    }
+
+    let now = Timestamp::now();
+    match phase {
+        None => {
+            let queued = Transition::Queued {
+                attempt: 1,
+                not_before: None,
+                after_failure: None,
+            };
+            record(&ctx, &task, &queued, &settings.profile_name).await?;
+            ctx.admission.notify_one();
+            Ok(Action::requeue(RECHECK))
+        }
+        Some(Phase::Queued) => queued(&task, &ctx, &settings, now).await,
+        Some(_) => follow_pod(&task, &ctx, &pods, &settings, now).await,
+    }
+}
+
+/// A queued task waits for admission; it fails only if no node could ever host it for longer
+/// than its unschedulable limit.
+async fn queued(
+    task: &AgentTask,
+    ctx: &Context,
+    settings: &RunSettings,
+    now: Timestamp,
+) -> Result<Action> {
+    ctx.admission.notify_one();
+    let status = task.status.clone().unwrap_or_default();
+    if let Some(waiting) = conditions::find(&status.conditions, CONDITION_ADMITTED)
+        .filter(|c| c.status == "False" && c.reason == "NoFittingNode")
+    {
+        let since = waiting.last_transition_time.0;
+        let give_up_at = since
+            .checked_add(settings.unschedulable_timeout)
+            .unwrap_or(Timestamp::MAX);
+        if now >= give_up_at {
+            let failed = Transition::Failed {
+                reason: "Unschedulable".into(),
+                message: format!(
+                    "no node could ever host the agent for {}: {}",
+                    human(settings.unschedulable_timeout),
+                    waiting.message
+                ),
+            };
+            record(ctx, task, &failed, &settings.profile_name).await?;
+            ctx.admission.notify_one();
+            return Ok(Action::await_change());
+        }
+        return Ok(Action::requeue(until(now, give_up_at)));
+    }
+    let retry_at = status.next_attempt_after.map(|t| t.0);
+    Ok(Action::requeue(
+        retry_at
+            .map(|t| until(now, t))
+            .unwrap_or(RECHECK)
+            .min(RECHECK),
+    ))
+}
+
+/// An admitted task: make sure its pod exists, then follow it.
+async fn follow_pod(
+    task: &AgentTask,
+    ctx: &Context,
+    pods: &Api<Pod>,
+    settings: &RunSettings,
+    now: Timestamp,
+) -> Result<Action> {
+    let attempt = task.attempt();
+    let name = desired::pod_name(task, attempt);
+    let Some(pod) = pods.get_opt(&name).await? else {
+        if task.phase() == Phase::Running {
+            let lost = Failure {
+                reason: progress::FailureReason::PodLost,
+                message: format!("pod {name} disappeared while the agent ran"),
+                delete_pod: false,
+            };
+            return attempt_failed(task, ctx, settings, lost, now).await;
+        }
+        create_pod(task, ctx, settings, attempt).await?;
+        return Ok(Action::requeue(RECHECK));
+    };
+
+    let status = task.status.clone().unwrap_or_default();
+    match progress::observe(&pod, settings, now) {
+        PodProgress::Starting { node, recheck_at } => {
+            if status.node_name != node {
+                record(
+                    ctx,
+                    task,
+                    &Transition::PodPending { node },
+                    &settings.profile_name,
+                )
+                .await?;
+            }
+            Ok(Action::requeue(until(now, recheck_at).min(RECHECK)))
+        }
+        PodProgress::Running {
+            node,
+            started,
+            deadline,
+        } => {
+            if task.phase() != Phase::Running || status.node_name.as_deref() != Some(&node) {
+                record(
+                    ctx,
+                    task,
+                    &Transition::PodRunning { node, started },
+                    &settings.profile_name,
+                )
+                .await?;
+            }
+            Ok(Action::requeue(until(now, deadline).min(RECHECK)))
+        }
+        PodProgress::Succeeded => {
+            record(ctx, task, &Transition::Succeeded, &settings.profile_name).await?;
+            delete_pod(pods, &name).await?;
+            ctx.admission.notify_one();
+            Ok(Action::await_change())
+        }
+        PodProgress::Failed(failure) => {
+            if failure.delete_pod {
+                delete_pod(pods, &name).await?;
+            }
+            attempt_failed(task, ctx, settings, failure, now).await
+        }
+    }
+}
+
+/// A failed attempt is retried as a new attempt after a backoff, until retries run out.
+async fn attempt_failed(
+    task: &AgentTask,
+    ctx: &Context,
+    settings: &RunSettings,
+    failure: Failure,
+    now: Timestamp,
+) -> Result<Action> {
+    let attempt = task.attempt();
+    warn!(attempt, reason = failure.reason.as_str(), message = %failure.message, "agent attempt failed");
+    let transition = if attempt <= settings.max_retries {
+        let wait = ctx.retry.backoff(attempt + 1);
+        Transition::Queued {
+            attempt: attempt + 1,
+            not_before: now.checked_add(wait).ok(),
+            after_failure: Some((failure.reason.as_str().to_owned(), failure.message)),
+        }
+    } else {
+        let tries = if attempt == 1 {
+            "1 attempt".to_owned()
+        } else {
+            format!("{attempt} attempts")
+        };
+        Transition::Failed {
+            reason: failure.reason.as_str().to_owned(),
+            message: format!("{} (gave up after {tries})", failure.message),
+        }
+    };
+    record(ctx, task, &transition, &settings.profile_name).await?;
+    ctx.admission.notify_one();
+    Ok(Action::requeue(Duration::from_secs(1)))
+}
+
+async fn create_pod(
+    task: &AgentTask,
+    ctx: &Context,
+    settings: &RunSettings,
+    attempt: u32,
+) -> Result<()> {
+    let namespace = task.namespace().ok_or(Error::NoNamespace)?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    let context = desired::context_config_map(task);
+    config_maps
+        .patch(
+            &desired::context_name(task),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&context),
+        )
+        .await?;
+    let pod = desired::agent_pod(task, settings, attempt);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    match pods.create(&PostParams::default(), &pod).await {
+        Ok(_) => {
+            info!(
+                pod = pod.metadata.name.as_deref(),
+                attempt, "created agent pod"
+            );
+            Ok(())
+        }
+        // The name is fixed per attempt: a pod that exists is this attempt's pod.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn delete_pod(pods: &Api<Pod>, name: &str) -> Result<()> {
+    match pods.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Resolves the profile: inline, or from the task's IssueQueue. The outer error is a failed
+/// lookup (retried); the inner one a task that can never run as written.
+async fn resolve_settings(
+    task: &AgentTask,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Result<RunSettings, ProfileError>> {
+    if task.spec.profile.is_some() || task.spec.profile_ref.is_none() {
+        return Ok(RunSettings::resolve(task, &[]));
+    }
+    let queue_name = task.spec.queue_ref.clone().unwrap_or_default();
+    let queue = ctx
+        .stores
+        .queues
+        .get(&ObjectRef::new(&queue_name).within(namespace))
+        .ok_or(Error::QueueNotFound { queue: queue_name })?;
+    Ok(RunSettings::resolve(task, &queue.spec.profiles))
+}
+
+/// Records a transition: status through server-side apply (guarded by the resourceVersion the
+/// decision was based on, so a stale decision is refused), then an Event.
+pub(crate) async fn record(
+    ctx: &Context,
+    task: &AgentTask,
+    transition: &Transition,
+    profile: &str,
+) -> Result<()> {
+    let namespace = task.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<AgentTask> = Api::namespaced(ctx.client.clone(), &namespace);
+    let current = task.status.clone().unwrap_or_default();
+    let next = transition::apply(
+        &current,
+        transition,
+        profile,
+        task.meta().generation,
+        Timestamp::now(),
+    );
+    let patch = json!({
+        "apiVersion": "raibid.dev/v1alpha1",
+        "kind": "AgentTask",
+        "metadata": { "resourceVersion": task.resource_version() },
+        "status": next,
+    });
+    api.patch_status(
+        &task.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+
+    if next.phase.is_terminal() && !current.phase.is_terminal() {
+        ctx.metrics
+            .task_outcomes
+            .get_or_create(&OutcomeLabels {
+                phase: next.phase.as_str(),
+                reason: next.reason.clone().unwrap_or_default(),
+            })
+            .inc();
+    }
+    if let Some(note) = transition::event(transition, next.attempt.unwrap_or(1)) {
+        info!(reason = note.reason, note = %note.note, "agent task transition");
+        let event = Event {
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason.into(),
+            note: Some(note.note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &task.object_ref(&())).await {
+            warn!(%error, "could not publish event");
+        }
+    }
+    Ok(())
+}
+
+pub fn error_policy(task: Arc<AgentTask>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: CONTROLLER,
+            reason: error.reason(),
+        })
+        .inc();
+    if matches!(error, Error::Conflict) {
+        return Action::requeue(Duration::from_millis(200));
+    }
+    warn!(task = %task.name_any(), reason = error.reason(), %error, "reconcile failed");
+    let recorder = ctx.recorder.clone();
+    let reference = task.object_ref(&());
+    let event = Event {
+        type_: EventType::Warning,
+        reason: error.reason().into(),
+        note: Some(error.to_string()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    tokio::spawn(async move {
+        let _ = recorder.publish(&event, &reference).await;
+    });
+    Action::requeue(Duration::from_secs(10))
+}
+
+fn until(now: Timestamp, at: Timestamp) -> Duration {
+    let wait = Duration::try_from(now.duration_until(at)).unwrap_or(Duration::ZERO);
+    wait.clamp(Duration::from_millis(100), Duration::from_secs(24 * 3600))
+}

@@ -1,0 +1,239 @@
+//! Start-up and wiring: config → client → preflight → watches → controller, admission, server.
+
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::ListParams,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Config as ControllerConfig,
+        events::{Recorder, Reporter},
+        reflector::{self, Store},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+use crate::{
+    admission,
+    config::RunConfig,
+    controller::{
+        Context, FIELD_MANAGER, RetryPolicy, Stores,
+        agent_task::{
+            self,
+            desired::{MANAGED_BY, MANAGED_BY_LABEL},
+        },
+    },
+    crd::{AgentTask, IssueQueue},
+    metrics::Metrics,
+    server,
+};
+
+/// Why the operator could not start. Each reads as one line a person can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("no Kubernetes configuration found (set KUBECONFIG or run in a cluster): {0}")]
+    Config(#[source] kube::Error),
+    #[error("cannot reach the Kubernetes API server: {0}")]
+    Unreachable(#[source] kube::Error),
+    #[error(
+        "the {kind} CRD is not installed in this cluster: run `kubectl apply -f crds/crds.yaml` or install the Helm chart"
+    )]
+    MissingCrd { kind: &'static str },
+    #[error("cannot list {kind} objects: {source}")]
+    Forbidden {
+        kind: &'static str,
+        source: kube::Error,
+    },
+    #[error("cannot serve health and metrics on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub async fn run(config: RunConfig) -> Result<(), StartupError> {
+    let RunConfig {
+        namespace,
+        http_addr,
+        concurrency,
+        retry_backoff,
+        retry_backoff_max,
+        log_format: _,
+        instance,
+    } = config;
+
+    let client = Client::try_default().await.map_err(StartupError::Config)?;
+    let version = client
+        .apiserver_version()
+        .await
+        .map_err(StartupError::Unreachable)?;
+    preflight::<AgentTask>(&client, namespace.as_deref(), "AgentTask").await?;
+    preflight::<IssueQueue>(&client, namespace.as_deref(), "IssueQueue").await?;
+    info!(
+        server = %version.git_version,
+        namespace = namespace.as_deref().unwrap_or("<all>"),
+        "connected to the Kubernetes API server"
+    );
+
+    let metrics = Arc::new(Metrics::default());
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let (bound, serve) = server::bind(http_addr, metrics.clone(), ready_rx)
+        .await
+        .map_err(|source| StartupError::Bind {
+            addr: http_addr,
+            source,
+        })?;
+    info!(%bound, "serving /healthz, /readyz and /metrics");
+    tokio::spawn(async move {
+        if let Err(error) = serve.await {
+            warn!(%error, "health and metrics server stopped");
+        }
+    });
+
+    let admission_wakeup = Arc::new(Notify::new());
+    let scoped = |client: Client| -> Api<AgentTask> {
+        match &namespace {
+            Some(ns) => Api::namespaced(client, ns),
+            None => Api::all(client),
+        }
+    };
+    let nodes = watch_into_store(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default(),
+        admission_wakeup.clone(),
+    );
+    // Only pods that hold resources: terminal pods drop out of this cache.
+    let gpu_pods = watch_into_store(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed"),
+        admission_wakeup.clone(),
+    );
+    let queues_api: Api<IssueQueue> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let queues = watch_into_store(
+        queues_api,
+        watcher::Config::default(),
+        admission_wakeup.clone(),
+    );
+
+    let owned_pods: Api<Pod> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let controller = Controller::new(scoped(client.clone()), watcher::Config::default())
+        .owns(
+            owned_pods,
+            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+        )
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .shutdown_on_signal();
+
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: instance.clone(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        metrics,
+        stores: Stores {
+            tasks: controller.store(),
+            queues,
+            pods: gpu_pods,
+            nodes,
+        },
+        admission: admission_wakeup,
+        retry: RetryPolicy {
+            base: retry_backoff.as_std(),
+            max: retry_backoff_max.as_std(),
+        },
+    });
+
+    let stores = ctx.stores.clone();
+    tokio::spawn(async move {
+        let synced = tokio::try_join!(
+            stores.tasks.wait_until_ready(),
+            stores.queues.wait_until_ready(),
+            stores.pods.wait_until_ready(),
+            stores.nodes.wait_until_ready(),
+        );
+        if synced.is_ok() {
+            info!("all watches synced; ready");
+            let _ = ready_tx.send(true);
+        }
+    });
+    tokio::spawn(admission::run(ctx.clone()));
+
+    controller
+        .run(agent_task::reconcile, agent_task::error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+    info!("shut down");
+    Ok(())
+}
+
+/// Lists one object to tell "CRD missing" and "not allowed" apart from everything else.
+async fn preflight<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    kind: &'static str,
+) -> Result<(), StartupError>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            Err(StartupError::MissingCrd { kind })
+        }
+        Err(source) => Err(StartupError::Forbidden { kind, source }),
+    }
+}
+
+/// Mirrors a watch into a cache and wakes admission on every change.
+fn watch_into_store<K>(api: Api<K>, config: watcher::Config, wakeup: Arc<Notify>) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, config).modify(|object| {
+            // Managed fields are large and never read here.
+            object.managed_fields_mut().clear();
+        }),
+    )
+    .default_backoff();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            match stream.try_next().await {
+                Ok(Some(_)) => wakeup.notify_one(),
+                Ok(None) => break,
+                Err(error) => warn!(%error, "watch failed; retrying"),
+            }
+        }
+    });
+    reader
+}
