@@ -1,6 +1,6 @@
 //! Start-up and wiring: config → client → preflight → watches → controller, admission, server.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -157,20 +157,22 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
         },
     });
 
+    // One task waits for the stores and tells the readiness probe and admission.
     let stores = ctx.stores.clone();
+    let synced = ready_tx.subscribe();
     tokio::spawn(async move {
-        let synced = tokio::try_join!(
-            stores.tasks.wait_until_ready(),
-            stores.queues.wait_until_ready(),
-            stores.pods.wait_until_ready(),
-            stores.nodes.wait_until_ready(),
+        let all_synced = tokio::try_join!(
+            synced_store(&stores.tasks),
+            synced_store(&stores.queues),
+            synced_store(&stores.pods),
+            synced_store(&stores.nodes),
         );
-        if synced.is_ok() {
+        if all_synced.is_ok() {
             info!("all watches synced; ready");
             let _ = ready_tx.send(true);
         }
     });
-    tokio::spawn(admission::run(ctx.clone()));
+    tokio::spawn(admission::run(ctx.clone(), synced));
 
     controller
         .run(agent_task::reconcile, agent_task::error_policy, ctx)
@@ -202,6 +204,23 @@ where
             Err(StartupError::MissingCrd { kind })
         }
         Err(source) => Err(StartupError::Forbidden { kind, source }),
+    }
+}
+
+/// Resolves once `store` has its initial list.
+///
+/// A store's readiness wakes only the most recent waiter, and the controller waits on its own
+/// store too; so this looks again every 200 ms instead of relying on being woken.
+async fn synced_store<K>(store: &Store<K>) -> Result<(), reflector::store::WriterDropped>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    loop {
+        if let Ok(result) =
+            tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await
+        {
+            return result;
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use std::{
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{ResourceExt, runtime::reflector::ObjectRef};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use self::{
@@ -41,6 +42,8 @@ pub const DEFAULT_TIER: u8 = 3;
 
 /// Longest sleep between passes when nothing wakes the loop.
 const IDLE_PASS: Duration = Duration::from_secs(10);
+/// Pause before deciding again after a decision could not be recorded.
+const RETRY_PASS: Duration = Duration::from_millis(50);
 /// How long an admission we wrote may be missing from the task cache before we stop counting
 /// it ourselves (the watch delivers it in milliseconds; this only bounds a lost update).
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(30);
@@ -51,23 +54,20 @@ struct InFlight {
     written: Instant,
 }
 
-/// Runs admission passes until the process ends. Woken by `ctx.admission`.
-pub async fn run(ctx: Arc<Context>) {
-    let stores = &ctx.stores;
-    let synced = tokio::try_join!(
-        stores.tasks.wait_until_ready(),
-        stores.queues.wait_until_ready(),
-        stores.pods.wait_until_ready(),
-        stores.nodes.wait_until_ready(),
-    );
-    if synced.is_err() {
-        warn!("a watch closed before it synced; admission stops");
+/// Runs admission passes until the process ends, from the moment every watch has synced
+/// (`synced` turns true). Woken by `ctx.admission`.
+pub async fn run(ctx: Arc<Context>, mut synced: watch::Receiver<bool>) {
+    if synced.wait_for(|ready| *ready).await.is_err() {
+        warn!("the operator stopped before its watches synced; admission stops");
         return;
     }
     let mut in_flight: HashMap<TaskKey, InFlight> = HashMap::new();
     loop {
-        let wake_at = pass(&ctx, &mut in_flight).await;
-        let sleep = wake_at.unwrap_or(IDLE_PASS).min(IDLE_PASS);
+        let sleep = match pass(&ctx, &mut in_flight).await {
+            NextPass::Soon => RETRY_PASS,
+            NextPass::At(wait) => wait.min(IDLE_PASS),
+            NextPass::Idle => IDLE_PASS,
+        };
         tokio::select! {
             _ = ctx.admission.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
@@ -75,8 +75,17 @@ pub async fn run(ctx: Arc<Context>) {
     }
 }
 
-/// One admission pass. Returns how soon the next pass is due for a retry backoff to expire.
-async fn pass(ctx: &Context, in_flight: &mut HashMap<TaskKey, InFlight>) -> Option<Duration> {
+/// When the next pass is due.
+enum NextPass {
+    /// A decision could not be recorded; decide again shortly from a fresher view.
+    Soon,
+    /// A retry's backoff ends then.
+    At(Duration),
+    Idle,
+}
+
+/// One admission pass, in admission order.
+async fn pass(ctx: &Context, in_flight: &mut HashMap<TaskKey, InFlight>) -> NextPass {
     ctx.metrics.admission_passes.inc();
     let now = Timestamp::now();
     let tasks = ctx.stores.tasks.state();
@@ -137,9 +146,8 @@ async fn pass(ctx: &Context, in_flight: &mut HashMap<TaskKey, InFlight>) -> Opti
             namespace: key.namespace.clone(),
             name: name.clone(),
         });
-        let Some(phase) = task.status.as_ref().map(|s| s.phase) else {
-            continue;
-        };
+        // A task the controller has not initialised yet is queued all the same.
+        let phase = task.phase();
         if task.spec.cancel || phase.is_terminal() || task.metadata.deletion_timestamp.is_some() {
             continue;
         }
@@ -212,6 +220,7 @@ async fn pass(ctx: &Context, in_flight: &mut HashMap<TaskKey, InFlight>) -> Opti
         by_key.insert(key, (task.clone(), settings));
     }
     ctx.metrics.queued_tasks.set(candidates.len() as i64);
+    debug!(holders = ?holders.iter().map(|h| (h.gpus, h.node.clone())).collect::<Vec<_>>(), candidates = candidates.len(), in_flight = in_flight.len(), "admission pass");
 
     let mut next_wake: Option<Duration> = None;
     for (key, verdict) in plan::plan(
@@ -245,8 +254,12 @@ async fn pass(ctx: &Context, in_flight: &mut HashMap<TaskKey, InFlight>) -> Opti
                             },
                         );
                     }
-                    // Stale cache or a concurrent change: the next pass decides again.
-                    Err(error) => debug!(task = %key.name, %error, "admission not recorded"),
+                    // Stale cache or a concurrent change. Stop here: admitting tasks further down
+                    // the order now could take the GPU this one should get.
+                    Err(error) => {
+                        debug!(task = %key.name, %error, "admission not recorded; deciding again");
+                        return NextPass::Soon;
+                    }
                 }
             }
             waiting => {
@@ -270,7 +283,7 @@ async fn pass(ctx: &Context, in_flight: &mut HashMap<TaskKey, InFlight>) -> Opti
             }
         }
     }
-    next_wake
+    next_wake.map_or(NextPass::Idle, NextPass::At)
 }
 
 fn waiting_message(verdict: &Verdict, settings: &RunSettings) -> String {

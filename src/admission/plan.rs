@@ -116,13 +116,18 @@ pub fn plan<N: Borrow<Node>>(
         })
         .collect();
 
+    // Bound holders first: an unbound one must not be counted on a node whose GPU a bound
+    // holder already has.
     for holder in holders.iter().filter(|h| h.gpus > 0) {
-        let node = match &holder.node {
-            Some(bound) => Some(bound.as_str()),
-            None => first_fit(&schedulable, &free, &holder.placement, holder.gpus),
-        };
-        if let Some(left) = node.and_then(|n| free.get_mut(n)) {
+        if let Some(left) = holder.node.as_deref().and_then(|n| free.get_mut(n)) {
             *left = left.saturating_sub(holder.gpus);
+        }
+    }
+    for holder in holders.iter().filter(|h| h.gpus > 0 && h.node.is_none()) {
+        if let Some(node) = first_fit(&schedulable, &free, &holder.placement, holder.gpus) {
+            if let Some(left) = free.get_mut(node) {
+                *left -= holder.gpus;
+            }
         }
     }
 
@@ -356,6 +361,31 @@ mod tests {
                 ("t2", &Verdict::WaitingForGpu)
             ]
         );
+    }
+
+    #[test]
+    fn an_unbound_holder_listed_first_does_not_hide_a_bound_one() {
+        let nodes = [node("a", "gpu", 1, true), node("b", "gpu", 1, true)];
+        let holders = [
+            GpuHolder {
+                gpus: 1,
+                node: None,
+                placement: pool("gpu"),
+            },
+            GpuHolder {
+                gpus: 1,
+                node: Some("a".into()),
+                placement: Placement::default(),
+            },
+        ];
+        let verdicts = plan(
+            &nodes,
+            &holders,
+            vec![task("t1", 1, 1)],
+            HashMap::new(),
+            at(10),
+        );
+        assert_eq!(names(&verdicts), vec![("t1", &Verdict::WaitingForGpu)]);
     }
 
     #[test]

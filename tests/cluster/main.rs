@@ -1,0 +1,9 @@
+//! Integration tests against a real kube-apiserver, etcd, scheduler, controller-manager and
+//! kwok-simulated DGX Spark nodes. Run them with `./scripts/test`, which starts that control
+//! plane once for the whole run.
+
+mod admission;
+mod api;
+mod lifecycle;
+mod restart;
+mod support;
