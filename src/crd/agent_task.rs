@@ -1,5 +1,8 @@
 //! `AgentTask`: one run of an AI coding agent on a GPU node.
 
+// kube's `printcolumn(...)` repeats keys by design; clippy reads them as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::{

@@ -1,5 +1,8 @@
 //! `IssueQueue`: one GitHub repository's queue of issues for agents.
 
+// kube's `printcolumn(...)` repeats keys by design; clippy reads them as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;

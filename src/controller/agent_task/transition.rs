@@ -277,7 +277,7 @@ pub fn event(transition: &Transition, attempt: u32) -> Option<EventNote> {
                 "attempt {} failed ({reason}: {message}); attempt {attempt} starts{}",
                 attempt.saturating_sub(1),
                 not_before
-                    .map(|t| format!(" after {t}"))
+                    .map(|t| format!(" after {}", t.strftime("%H:%M:%S UTC")))
                     .unwrap_or_default()
             ),
             true,
