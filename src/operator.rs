@@ -37,10 +37,10 @@ use crate::{
 /// Why the operator could not start. Each reads as one line a person can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("no Kubernetes configuration found (set KUBECONFIG or run in a cluster): {0}")]
-    Config(#[source] kube::Error),
-    #[error("cannot reach the Kubernetes API server: {0}")]
-    Unreachable(#[source] kube::Error),
+    #[error("no usable Kubernetes configuration (set KUBECONFIG or run in a cluster): {0}")]
+    Config(String),
+    #[error("cannot reach the Kubernetes API server at {server}: {source}")]
+    Unreachable { server: String, source: kube::Error },
     #[error(
         "the {kind} CRD is not installed in this cluster: run `kubectl apply -f crds/crds.yaml` or install the Helm chart"
     )]
@@ -68,11 +68,15 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
         instance,
     } = config;
 
-    let client = Client::try_default().await.map_err(StartupError::Config)?;
+    let kube_config = kube::Config::infer()
+        .await
+        .map_err(|e| StartupError::Config(e.to_string()))?;
+    let server = kube_config.cluster_url.to_string();
+    let client = Client::try_from(kube_config).map_err(|e| StartupError::Config(e.to_string()))?;
     let version = client
         .apiserver_version()
         .await
-        .map_err(StartupError::Unreachable)?;
+        .map_err(|source| StartupError::Unreachable { server, source })?;
     preflight::<AgentTask>(&client, namespace.as_deref(), "AgentTask").await?;
     preflight::<IssueQueue>(&client, namespace.as_deref(), "IssueQueue").await?;
     info!(
