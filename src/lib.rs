@@ -4,6 +4,7 @@ pub mod admission;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod issue;
 pub mod metrics;
 pub mod operator;
 pub mod server;
