@@ -24,6 +24,40 @@ pub enum Command {
     Run(RunConfig),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
+    /// Ask the rules about GitHub data, offline: prints one JSON object.
+    #[command(subcommand)]
+    Explain(ExplainCommand),
+}
+
+/// What `explain` looks at. Input files hold GitHub REST JSON; `--queue` applies an
+/// IssueQueue manifest's overrides (labels, headings, answerers, priorities, profiles).
+#[derive(Debug, Subcommand)]
+pub enum ExplainCommand {
+    /// One issue: `{"issue": …, "comments": […], "closed_issues": [numbers]}` → its state,
+    /// questions, unanswered questions, dependencies, priority, issue ID, profile and why.
+    Issue(ExplainArgs),
+    /// A repository's issues: `{"issues": [{"issue": …, "comments": […]}, …],
+    /// "closed_issues": […]}` → the order in which ready issues would start.
+    Queue(ExplainArgs),
+    /// A pull request: `{"pull_request": …}` → the issues it links.
+    Pr(ExplainPrArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// JSON input file.
+    #[arg(long)]
+    pub file: String,
+    /// IssueQueue manifest (YAML) whose overrides apply.
+    #[arg(long)]
+    pub queue: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainPrArgs {
+    /// JSON input file.
+    #[arg(long)]
+    pub file: String,
 }
 
 /// Settings of `raibid-operator run`. Every flag can also be set by the environment variable

@@ -4,6 +4,8 @@ pub mod admission;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod explain;
+pub mod github;
 pub mod issue;
 pub mod metrics;
 pub mod operator;
