@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod operator;
 pub mod server;
 pub mod telemetry;
+pub mod webhook;

@@ -25,6 +25,12 @@ pub struct OutcomeLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub event: String,
+    pub outcome: &'static str,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     registry: Registry,
@@ -35,6 +41,7 @@ pub struct Metrics {
     pub admissions: Counter,
     pub admission_passes: Counter,
     pub queued_tasks: Gauge,
+    pub webhook_deliveries: Family<DeliveryLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -49,6 +56,7 @@ impl Default for Metrics {
         let admissions = Counter::default();
         let admission_passes = Counter::default();
         let queued_tasks = Gauge::default();
+        let webhook_deliveries = Family::<DeliveryLabels, Counter>::default();
         registry.register("reconciles", "Reconciliations run", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -80,6 +88,11 @@ impl Default for Metrics {
             "AgentTasks waiting for admission",
             queued_tasks.clone(),
         );
+        registry.register(
+            "webhook_deliveries",
+            "GitHub webhook deliveries by event and outcome",
+            webhook_deliveries.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -89,6 +102,7 @@ impl Default for Metrics {
             admissions,
             admission_passes,
             queued_tasks,
+            webhook_deliveries,
         }
     }
 }

@@ -32,6 +32,7 @@ use crate::{
     crd::{AgentTask, IssueQueue},
     metrics::Metrics,
     server,
+    webhook::{self, WebhookState},
 };
 
 /// Why the operator could not start. Each reads as one line a person can act on.
@@ -85,21 +86,6 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
         "connected to the Kubernetes API server"
     );
 
-    let metrics = Arc::new(Metrics::default());
-    let (ready_tx, ready_rx) = watch::channel(false);
-    let (bound, serve) = server::bind(http_addr, metrics.clone(), ready_rx)
-        .await
-        .map_err(|source| StartupError::Bind {
-            addr: http_addr,
-            source,
-        })?;
-    info!(%bound, "serving /healthz, /readyz and /metrics");
-    tokio::spawn(async move {
-        if let Err(error) = serve.await {
-            warn!(%error, "health and metrics server stopped");
-        }
-    });
-
     let admission_wakeup = Arc::new(Notify::new());
     let scoped = |client: Client| -> Api<AgentTask> {
         match &namespace {
@@ -127,6 +113,27 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
         watcher::Config::default(),
         admission_wakeup.clone(),
     );
+
+    // Every replica serves the webhook; deliveries become records in the API server.
+    let metrics = Arc::new(Metrics::default());
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let webhook = webhook::router(WebhookState::new(
+        client.clone(),
+        queues.clone(),
+        metrics.clone(),
+    ));
+    let (bound, serve) = server::bind(http_addr, metrics.clone(), ready_rx, webhook)
+        .await
+        .map_err(|source| StartupError::Bind {
+            addr: http_addr,
+            source,
+        })?;
+    info!(%bound, "serving /webhooks/github, /healthz, /readyz and /metrics");
+    tokio::spawn(async move {
+        if let Err(error) = serve.await {
+            warn!(%error, "HTTP server stopped");
+        }
+    });
 
     let owned_pods: Api<Pod> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),

@@ -1,5 +1,5 @@
 //! The operator's HTTP endpoints: `/healthz` (the process serves), `/readyz` (every watch has
-//! synced) and `/metrics` (Prometheus).
+//! synced), `/metrics` (Prometheus) and the routes handed in (the GitHub webhook).
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -14,12 +14,13 @@ struct ServerState {
     ready: watch::Receiver<bool>,
 }
 
-/// Binds `addr` and serves until `shutdown` resolves. Returns the bound address (useful with
-/// port 0) once listening.
+/// Binds `addr`; returns the bound address (useful with port 0) and the future that serves
+/// the health, readiness and metrics endpoints plus `routes` (the webhook).
 pub async fn bind(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     ready: watch::Receiver<bool>,
+    routes: Router,
 ) -> std::io::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
@@ -27,7 +28,8 @@ pub async fn bind(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(ServerState { metrics, ready });
+        .with_state(ServerState { metrics, ready })
+        .merge(routes);
     Ok((bound, async move { axum::serve(listener, app).await }))
 }
 

@@ -7,3 +7,4 @@ mod api;
 mod lifecycle;
 mod restart;
 mod support;
+mod webhook;
