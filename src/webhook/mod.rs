@@ -237,10 +237,16 @@ impl WebhookState {
     }
 }
 
+/// Namespace, Secret name, key.
+type SecretLocation = (String, String, String);
+
+/// A secret's value (`None`: missing or empty) and when it was read.
+type CachedSecret = (Option<Vec<u8>>, Instant);
+
 /// Webhook secrets read from the API server, kept for a short while.
 #[derive(Default)]
 struct SecretCache {
-    entries: Mutex<HashMap<(String, String, String), (Option<Vec<u8>>, Instant)>>,
+    entries: Mutex<HashMap<SecretLocation, CachedSecret>>,
 }
 
 impl SecretCache {
