@@ -7,6 +7,7 @@ KUBE_VERSION="v1.36.3"
 KUBE_STAGING_VERSION="v0.36.3"
 KWOK_VERSION="v0.8.0"
 ETCD_VERSION="3.6.10"
+WEBHOOK_EXAMPLES_VERSION="7.6.1"
 
 # Where ready-made control-plane binaries live. KUBEBUILDER_ASSETS (the envtest convention)
 # wins when it points at a folder that already has them.
@@ -16,6 +17,21 @@ control_plane_bin_dir() {
   else
     printf '%s\n' "$RAIBID_CACHE/control-plane/kube-$KUBE_VERSION-kwok-$KWOK_VERSION-etcd-$ETCD_VERSION"
   fi
+}
+
+# Real GitHub webhook payloads (npm @octokit/webhooks-examples), unpacked once into the cache.
+# Prints the path of the examples index.
+webhook_examples() {
+  local dir="$RAIBID_CACHE/npm/webhooks-examples-$WEBHOOK_EXAMPLES_VERSION"
+  local index="$dir/package/api.github.com/index.json"
+  if [ ! -f "$index" ]; then
+    command -v npm >/dev/null || die "npm is needed to fetch @octokit/webhooks-examples"
+    mkdir -p "$dir"
+    (cd "$dir" && npm pack --silent "@octokit/webhooks-examples@$WEBHOOK_EXAMPLES_VERSION" >/dev/null \
+      && tar -xzf "octokit-webhooks-examples-$WEBHOOK_EXAMPLES_VERSION.tgz")
+    [ -f "$index" ] || die "could not unpack @octokit/webhooks-examples@$WEBHOOK_EXAMPLES_VERSION"
+  fi
+  printf '%s\n' "$index"
 }
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
