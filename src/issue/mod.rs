@@ -8,6 +8,7 @@ pub mod markdown;
 pub mod priority;
 pub mod questions;
 pub mod references;
+pub mod status_comment;
 
 use std::collections::BTreeSet;
 
