@@ -1,7 +1,10 @@
 //! `raibid-operator explain` as a person runs it: JSON on stdout and exit 0, or one line on
 //! stderr and exit 2.
 
-use std::process::{Command, Output};
+use std::{
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
 
 fn explain(args: &[&str], input: &str) -> Output {
     let dir = std::env::temp_dir().join(format!(

@@ -1,6 +1,6 @@
 //! The CRDs as the API server sees them: schema accepted, documented, validated, printed.
 
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
 use kube::{
     Api,
@@ -9,7 +9,7 @@ use kube::{
 use raibid_operator::crd::{AgentTask, IssueQueue};
 use serde_json::{Value, json};
 
-use crate::support::Scope;
+use crate::support::{Scope, eventually};
 
 fn kubectl(args: &[&str]) -> String {
     let out = Command::new("kubectl")
@@ -24,10 +24,25 @@ fn kubectl(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `kubectl explain` reads the OpenAPI document, which the API server publishes a moment
+/// after a CRD is established.
+async fn explain(path: &str) -> String {
+    eventually(Duration::from_secs(60), || async {
+        let out = Command::new("kubectl")
+            .args(["explain", path])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .await
+}
+
 #[tokio::test]
 async fn kubectl_explain_shows_the_field_docs() {
     let _scope = Scope::new("explain").await;
-    let spec = kubectl(&["explain", "agenttask.spec"]);
+    let spec = explain("agenttask.spec").await;
     for expected in [
         "GitHub repository the agent works on, as `owner/name`",
         "profileRef",
@@ -38,12 +53,12 @@ async fn kubectl_explain_shows_the_field_docs() {
             "`kubectl explain agenttask.spec` lacks {expected:?}:\n{spec}"
         );
     }
-    let gpus = kubectl(&["explain", "agenttask.spec.profile.gpus"]);
+    let gpus = explain("agenttask.spec.profile.gpus").await;
     assert!(
         gpus.contains("Number of GPUs (`nvidia.com/gpu`) the agent needs"),
         "{gpus}"
     );
-    let queue = kubectl(&["explain", "issuequeue.spec.maxConcurrent"]);
+    let queue = explain("issuequeue.spec.maxConcurrent").await;
     assert!(
         queue.contains("At most this many agents of this queue run at once"),
         "{queue}"
