@@ -7,11 +7,9 @@ use std::{
 };
 
 fn explain(args: &[&str], input: &str) -> Output {
-    let dir = std::env::temp_dir().join(format!(
-        "raibid-explain-{}-{}",
-        std::process::id(),
-        args.join("-")
-    ));
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("raibid-explain-{}-{unique}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("input.json");
     std::fs::write(&file, input).unwrap();
