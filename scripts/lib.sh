@@ -6,6 +6,7 @@ RAIBID_CACHE="${RAIBID_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/raibid-operator}"
 KUBE_VERSION="v1.36.3"
 KUBE_STAGING_VERSION="v0.36.3"
 KWOK_VERSION="v0.8.0"
+HELM_VERSION="v3.19.5"
 ETCD_VERSION="3.6.10"
 WEBHOOK_EXAMPLES_VERSION="7.6.1"
 
@@ -15,7 +16,7 @@ control_plane_bin_dir() {
   if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]; then
     printf '%s\n' "$KUBEBUILDER_ASSETS"
   else
-    printf '%s\n' "$RAIBID_CACHE/control-plane/kube-$KUBE_VERSION-kwok-$KWOK_VERSION-etcd-$ETCD_VERSION"
+    printf '%s\n' "$RAIBID_CACHE/control-plane/kube-$KUBE_VERSION-kwok-$KWOK_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
   fi
 }
 

@@ -4,6 +4,7 @@
 
 mod admission;
 mod api;
+mod chart;
 mod lifecycle;
 mod restart;
 mod support;
