@@ -1,6 +1,7 @@
 //! Controllers: reconcile loops over the operator's custom resources.
 
 pub mod agent_task;
+pub mod issue_queue;
 
 use std::{sync::Arc, time::Duration};
 
