@@ -90,6 +90,29 @@ pub async fn reconcile(task: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let phase = task.status.as_ref().map(|s| s.phase);
 
+    if let Some((number, merged_at)) = pull_request_outcome(&task) {
+        let status = task.status.clone().unwrap_or_default();
+        let wanted = if merged_at.is_some() {
+            "PullRequestMerged"
+        } else {
+            "PullRequestClosed"
+        };
+        if status.reason.as_deref() != Some(wanted) {
+            delete_pod(&pods, &desired::pod_name(&task, task.attempt())).await?;
+            let transition = match merged_at {
+                Some(at) => Transition::PullRequestMerged {
+                    number,
+                    merged_at: Some(at),
+                },
+                None => Transition::PullRequestClosed { number },
+            };
+            let profile = status.profile.clone().unwrap_or_default();
+            record(&ctx, &task, &transition, &profile).await?;
+            ctx.admission.notify_one();
+        }
+        return Ok(Action::await_change());
+    }
+
     if let Some(phase) = phase.filter(|p| p.is_terminal()) {
         if phase == Phase::Succeeded {
             delete_pod(&pods, &desired::pod_name(&task, task.attempt())).await?;
@@ -422,6 +445,28 @@ pub fn error_policy(task: Arc<AgentTask>, error: &Error, ctx: Arc<Context>) -> A
         let _ = recorder.publish(&event, &reference).await;
     });
     Action::requeue(Duration::from_secs(10))
+}
+
+/// Annotation the IssueQueue controller sets when the task's pull request merged or closed:
+/// `<number>` and, for a merge, `merged-at`.
+pub const PULL_REQUEST_ANNOTATION: &str = "raibid.dev/pull-request";
+pub const MERGED_AT_ANNOTATION: &str = "raibid.dev/pull-request-merged-at";
+pub const CLOSED_ANNOTATION: &str = "raibid.dev/pull-request-closed";
+
+/// The pull request outcome recorded on the task: its number, and when it merged (`None` for
+/// closed unmerged). Nothing while the pull request is open.
+pub fn pull_request_outcome(task: &AgentTask) -> Option<(u64, Option<Timestamp>)> {
+    let annotations = task.metadata.annotations.as_ref()?;
+    let number = annotations.get(PULL_REQUEST_ANNOTATION)?.parse().ok()?;
+    if let Some(at) = annotations.get(MERGED_AT_ANNOTATION) {
+        return Some((
+            number,
+            Some(at.parse().unwrap_or_else(|_| Timestamp::now())),
+        ));
+    }
+    annotations
+        .contains_key(CLOSED_ANNOTATION)
+        .then_some((number, None))
 }
 
 fn until(now: Timestamp, at: Timestamp) -> Duration {

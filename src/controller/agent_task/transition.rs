@@ -49,6 +49,15 @@ pub enum Transition {
     Cancelled {
         message: String,
     },
+    /// The pull request for the task merged: the task is done, whatever its pod was doing.
+    PullRequestMerged {
+        number: u64,
+        merged_at: Option<Timestamp>,
+    },
+    /// The pull request closed without merging.
+    PullRequestClosed {
+        number: u64,
+    },
 }
 
 /// What a person sees in `kubectl describe` for a transition.
@@ -176,6 +185,34 @@ pub fn apply(
                 message.clone(),
             );
         }
+        Transition::PullRequestMerged { number, .. } => {
+            set(
+                CONDITION_RUNNING,
+                ConditionStatus::False,
+                "Finished",
+                "the agent finished".into(),
+            );
+            set(
+                CONDITION_COMPLETE,
+                ConditionStatus::True,
+                "PullRequestMerged",
+                format!("pull request #{number} merged"),
+            );
+        }
+        Transition::PullRequestClosed { number } => {
+            set(
+                CONDITION_RUNNING,
+                ConditionStatus::False,
+                "Finished",
+                "the agent stopped".into(),
+            );
+            set(
+                CONDITION_FAILED,
+                ConditionStatus::True,
+                "PullRequestClosed",
+                format!("pull request #{number} closed without merging"),
+            );
+        }
     }
 
     match transition {
@@ -249,6 +286,27 @@ pub fn apply(
             next.reason = Some("Cancelled".into());
             next.message = Some(message.clone());
         }
+        Transition::PullRequestMerged { number, merged_at } => {
+            next.phase = Phase::Succeeded;
+            next.completion_time = Some(current.completion_time.clone().unwrap_or(Time(now)));
+            next.next_attempt_after = None;
+            next.reason = Some("PullRequestMerged".into());
+            next.message = Some(format!("pull request #{number} merged"));
+            let mut pr = current.pull_request.clone().unwrap_or_default();
+            pr.number = *number;
+            pr.merged_at = merged_at.map(Time);
+            next.pull_request = Some(pr);
+        }
+        Transition::PullRequestClosed { number } => {
+            next.phase = Phase::Failed;
+            next.completion_time = Some(Time(now));
+            next.next_attempt_after = None;
+            next.reason = Some("PullRequestClosed".into());
+            next.message = Some(format!("pull request #{number} closed without merging"));
+            let mut pr = current.pull_request.clone().unwrap_or_default();
+            pr.number = *number;
+            next.pull_request = Some(pr);
+        }
     }
     next
 }
@@ -306,6 +364,16 @@ pub fn event(transition: &Transition, attempt: u32) -> Option<EventNote> {
             note("Failed", format!("{reason}: {message}"), true)
         }
         Transition::Cancelled { message } => note("Cancelled", message.clone(), false),
+        Transition::PullRequestMerged { number, .. } => note(
+            "PullRequestMerged",
+            format!("pull request #{number} merged"),
+            false,
+        ),
+        Transition::PullRequestClosed { number } => note(
+            "PullRequestClosed",
+            format!("pull request #{number} closed without merging"),
+            true,
+        ),
     }
 }
 
@@ -526,6 +594,58 @@ mod tests {
                 message: "m".into()
             }),
             Some(("NoFittingNode", true))
+        );
+    }
+
+    #[test]
+    fn pull_request_outcomes_end_the_task() {
+        let running = step(
+            &AgentTaskStatus::default(),
+            Transition::PodRunning {
+                node: "n".into(),
+                started: at(1),
+            },
+            1,
+        );
+        let merged = step(
+            &running,
+            Transition::PullRequestMerged {
+                number: 7,
+                merged_at: Some(at(50)),
+            },
+            60,
+        );
+        assert_eq!(
+            (merged.phase, merged.reason.as_deref()),
+            (Phase::Succeeded, Some("PullRequestMerged"))
+        );
+        let pr = merged.pull_request.clone().unwrap();
+        assert_eq!((pr.number, pr.merged_at), (7, Some(Time(at(50)))));
+        assert!(is_true(&merged.conditions, CONDITION_COMPLETE));
+
+        let done = step(&AgentTaskStatus::default(), Transition::Succeeded, 10);
+        let merged_later = step(
+            &done,
+            Transition::PullRequestMerged {
+                number: 7,
+                merged_at: None,
+            },
+            90,
+        );
+        assert_eq!(
+            merged_later.completion_time,
+            Some(Time(at(10))),
+            "the agent's own finish time stays"
+        );
+
+        let closed = step(&running, Transition::PullRequestClosed { number: 7 }, 60);
+        assert_eq!(
+            (closed.phase, closed.reason.as_deref()),
+            (Phase::Failed, Some("PullRequestClosed"))
+        );
+        assert_eq!(
+            event(&Transition::PullRequestClosed { number: 7 }, 1).map(|e| e.warning),
+            Some(true)
         );
     }
 }
