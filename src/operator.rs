@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::ListParams,
@@ -11,7 +11,7 @@ use kube::{
         Controller, WatchStreamExt,
         controller::Config as ControllerConfig,
         events::{Recorder, Reporter},
-        reflector::{self, Store},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -26,13 +26,14 @@ use crate::{
         Context, FIELD_MANAGER, RetryPolicy, Stores,
         agent_task::{
             self,
-            desired::{MANAGED_BY, MANAGED_BY_LABEL},
+            desired::{MANAGED_BY, MANAGED_BY_LABEL, QUEUE_LABEL},
         },
+        issue_queue,
     },
     crd::{AgentTask, IssueQueue},
     metrics::Metrics,
     server,
-    webhook::{self, WebhookState},
+    webhook::{self, DELIVERY_LABEL, WebhookState},
 };
 
 /// Why the operator could not start. Each reads as one line a person can act on.
@@ -166,6 +167,7 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
             base: retry_backoff.as_std(),
             max: retry_backoff_max.as_std(),
         },
+        github: Default::default(),
     });
 
     // One task waits for the stores and tells the readiness probe and admission.
@@ -185,10 +187,47 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
     });
     tokio::spawn(admission::run(ctx.clone(), synced));
 
-    controller
+    // IssueQueues reconcile on their own changes, on delivery records and on their tasks.
+    let scoped_queues: Api<IssueQueue> = match &namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let scoped_records: Api<ConfigMap> = match &namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let queue_controller = Controller::new(scoped_queues, watcher::Config::default())
+        .watches(
+            scoped_records,
+            watcher::Config::default().labels(&format!("{DELIVERY_LABEL}=true")),
+            |record: ConfigMap| {
+                let queue = record.labels().get(QUEUE_LABEL)?.clone();
+                Some(ObjectRef::new(&queue).within(&record.namespace()?))
+            },
+        )
+        .watches(
+            scoped(ctx.client.clone()),
+            watcher::Config::default(),
+            |task: AgentTask| {
+                Some(ObjectRef::new(task.spec.queue_ref.as_deref()?).within(&task.namespace()?))
+            },
+        )
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(2)
+                .debounce(Duration::from_millis(50)),
+        )
+        .shutdown_on_signal()
+        .run(
+            issue_queue::reconcile,
+            issue_queue::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+    let task_controller = controller
         .run(agent_task::reconcile, agent_task::error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        .for_each(|_| futures::future::ready(()));
+    futures::join!(task_controller, queue_controller);
     info!("shut down");
     Ok(())
 }

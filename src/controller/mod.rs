@@ -26,6 +26,8 @@ pub struct Context {
     /// Wakes the admission loop: something changed that may free or need a GPU.
     pub admission: Arc<Notify>,
     pub retry: RetryPolicy,
+    /// GitHub clients of the IssueQueues, kept between reconciles.
+    pub github: issue_queue::GitHubClients,
 }
 
 /// Caches of the objects admission reads, kept current by watches.

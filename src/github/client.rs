@@ -154,6 +154,17 @@ impl GitHubClient {
         &self.repository
     }
 
+    /// The login the operator acts as (for a token; an App's comments carry the status
+    /// marker and are recognised by it).
+    pub async fn login(&self) -> Result<String> {
+        #[derive(serde::Deserialize)]
+        struct Me {
+            login: String,
+        }
+        let me: Me = self.get_json("/user").await?;
+        Ok(me.login)
+    }
+
     pub fn rate_limit(&self) -> RateLimit {
         self.budget.lock().map(|b| b.seen).unwrap_or_default()
     }

@@ -1,4 +1,620 @@
-//! The IssueQueue controller. So far: the pure per-issue plan; the reconciler that reads
-//! GitHub and carries the plan out comes next.
+//! The IssueQueue controller: reads the repository from GitHub (conditionally, so an
+//! unchanged repository costs no rate limit), plans every issue with the pure rules, and
+//! carries the plan out — labels, the one status comment, AgentTasks, closing merged issues.
+//! Triggered by webhook delivery records, by its AgentTasks changing, and every
+//! `resyncInterval`; each run starts from what GitHub and the API server say now.
 
 pub mod plan;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Secret},
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    runtime::controller::Action,
+};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use self::plan::{CommentChange, LinkedPullRequest, TaskChange, TaskView, plan_issue};
+use super::{
+    Context, FIELD_MANAGER,
+    agent_task::{
+        CLOSED_ANNOTATION, MERGED_AT_ANNOTATION, PULL_REQUEST_ANNOTATION,
+        desired::{ISSUE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, QUEUE_LABEL},
+    },
+};
+use crate::{
+    crd::{
+        AdmissionKey, AgentTask, AgentTaskSpec, IssueQueue, IssueQueueStatus,
+        conditions::{ConditionStatus, ConditionUpdate, upsert},
+        issue_queue::{IssueCounts, RateLimitStatus},
+    },
+    github::{
+        client::{Credentials, GitHubClient, GitHubError},
+        payload::{IssuePayload, PullRequestPayload},
+    },
+    issue::{
+        Comment, Issue, Rules, admission_order, evaluate, identity::issue_id, references::IssueRef,
+        status_comment::IssueState,
+    },
+    metrics::ErrorLabels,
+    webhook::DELIVERY_LABEL,
+};
+
+pub const CONTROLLER: &str = "issuequeue";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    GitHub(#[from] GitHubError),
+    #[error("Secret {name:?} has no key {key:?}")]
+    MissingSecret { name: String, key: String },
+}
+
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "KubeApiError",
+            Self::GitHub(error) => error.reason(),
+            Self::MissingSecret { .. } => "MissingSecret",
+        }
+    }
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// GitHub clients per queue, kept so that their conditional-request caches survive between
+/// reconciles; rebuilt when the credentials change.
+#[derive(Default)]
+pub struct GitHubClients {
+    clients: tokio::sync::Mutex<HashMap<String, KnownClient>>,
+}
+
+/// A queue's client, the credentials it was built from, and the login it acts as.
+struct KnownClient {
+    fingerprint: String,
+    client: Arc<GitHubClient>,
+    login: Option<String>,
+}
+
+#[instrument(skip_all, fields(queue = %queue.name_any(), namespace = queue.namespace().unwrap_or_default()))]
+pub async fn reconcile(queue: Arc<IssueQueue>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started(CONTROLLER);
+    let resync = queue.spec.resync_interval.as_std();
+    match sync(&queue, &ctx).await {
+        Ok(status) => {
+            write_status(&ctx, &queue, status).await?;
+            Ok(Action::requeue(resync))
+        }
+        Err(error) => {
+            let mut status = queue.status.clone().unwrap_or_default();
+            let now = Timestamp::now();
+            let generation = queue.meta().generation;
+            let github_down = matches!(error, Error::GitHub(_) | Error::MissingSecret { .. });
+            upsert(
+                &mut status.conditions,
+                ConditionUpdate {
+                    type_: if github_down {
+                        "GitHubReachable"
+                    } else {
+                        "Synced"
+                    },
+                    status: ConditionStatus::False,
+                    reason: error.reason(),
+                    message: error.to_string(),
+                },
+                generation,
+                now,
+            );
+            upsert(
+                &mut status.conditions,
+                ConditionUpdate {
+                    type_: "Ready",
+                    status: ConditionStatus::False,
+                    reason: error.reason(),
+                    message: error.to_string(),
+                },
+                generation,
+                now,
+            );
+            write_status(&ctx, &queue, status).await?;
+            Err(error)
+        }
+    }
+}
+
+pub fn error_policy(queue: Arc<IssueQueue>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: CONTROLLER,
+            reason: error.reason(),
+        })
+        .inc();
+    warn!(queue = %queue.name_any(), reason = error.reason(), %error, "queue sync failed");
+    let wait = match error {
+        Error::GitHub(e) => e.retry_after().unwrap_or(Duration::from_secs(15)),
+        _ => Duration::from_secs(15),
+    };
+    Action::requeue(wait.max(Duration::from_secs(1)))
+}
+
+async fn github(ctx: &Context, queue: &IssueQueue) -> Result<(Arc<GitHubClient>, Option<String>)> {
+    let namespace = queue.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let read = |name: String, key: String| {
+        let secrets = secrets.clone();
+        async move {
+            let secret = secrets.get(&name).await?;
+            let version = secret.resource_version().unwrap_or_default();
+            let value = secret
+                .data
+                .and_then(|mut d| d.remove(&key))
+                .map(|b| b.0)
+                .ok_or(Error::MissingSecret { name, key })?;
+            Ok::<_, Error>((value, version))
+        }
+    };
+    let spec = &queue.spec.github;
+    let (credentials, version) = match (&spec.app, &spec.token_secret_ref) {
+        (Some(app), _) => {
+            let (pem, version) = read(
+                app.private_key_secret_ref.name.clone(),
+                app.private_key_secret_ref.key.clone(),
+            )
+            .await?;
+            (
+                Credentials::App {
+                    app_id: app.app_id,
+                    private_key_pem: pem,
+                    installation_id: app.installation_id,
+                },
+                version,
+            )
+        }
+        (None, Some(token)) => {
+            let (value, version) = read(token.name.clone(), token.key.clone()).await?;
+            (
+                Credentials::Token(String::from_utf8_lossy(&value).trim().to_owned()),
+                version,
+            )
+        }
+        (None, None) => {
+            return Err(GitHubError::Setup("the queue names no GitHub credentials".into()).into());
+        }
+    };
+    let key = format!("{namespace}/{}", queue.name_any());
+    let fingerprint = format!("{}|{}|{version}", spec.api_url, queue.spec.repository);
+    let mut clients = ctx.github.clients.lock().await;
+    if let Some(known) = clients.get(&key).filter(|k| k.fingerprint == fingerprint) {
+        return Ok((known.client.clone(), known.login.clone()));
+    }
+    let is_app = matches!(credentials, Credentials::App { .. });
+    let client = Arc::new(GitHubClient::new(
+        &spec.api_url,
+        &queue.spec.repository,
+        credentials,
+    )?);
+    let login = if is_app {
+        None
+    } else {
+        client.login().await.ok()
+    };
+    clients.insert(
+        key,
+        KnownClient {
+            fingerprint,
+            client: client.clone(),
+            login: login.clone(),
+        },
+    );
+    Ok((client, login))
+}
+
+/// One full pass over the repository. Returns the queue status to record.
+async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
+    let namespace = queue.namespace().unwrap_or_default();
+    let name = queue.name_any();
+    let (github, login) = github(ctx, queue).await?;
+    let mut rules = Rules::from_queue(&queue.spec);
+    rules.operator_login = login;
+
+    let records_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    let records = records_api
+        .list(&ListParams::default().labels(&format!("{DELIVERY_LABEL}=true,{QUEUE_LABEL}={name}")))
+        .await?
+        .items;
+
+    let tasks: Vec<Arc<AgentTask>> = ctx
+        .stores
+        .tasks
+        .state()
+        .into_iter()
+        .filter(|t| {
+            t.namespace().as_deref() == Some(namespace.as_str())
+                && t.spec.queue_ref.as_deref() == Some(name.as_str())
+        })
+        .collect();
+
+    let mut issues: BTreeMap<u64, IssuePayload> = github
+        .open_issues()
+        .await?
+        .into_iter()
+        .map(|i| (i.number, i))
+        .collect();
+    let open_numbers: BTreeSet<u64> = issues.keys().copied().collect();
+
+    // Pull requests named by deliveries or already known to tasks.
+    let mut pr_numbers: BTreeSet<u64> = records
+        .iter()
+        .filter_map(|r| r.data.as_ref()?.get("pullRequest")?.parse().ok())
+        .collect();
+    pr_numbers.extend(
+        tasks
+            .iter()
+            .filter_map(|t| t.status.as_ref()?.pull_request.as_ref().map(|p| p.number)),
+    );
+    let mut pull_requests: Vec<PullRequestPayload> = Vec::new();
+    for number in pr_numbers {
+        pull_requests.push(github.pull_request(number).await?);
+    }
+
+    // Issues that are not open but matter: named by deliveries, by tasks, by pull requests.
+    let mut wanted: BTreeSet<u64> = records
+        .iter()
+        .filter_map(|r| r.data.as_ref()?.get("issues").cloned())
+        .flat_map(|list| {
+            list.split(',')
+                .filter_map(|n| n.parse().ok())
+                .collect::<Vec<u64>>()
+        })
+        .collect();
+    wanted.extend(
+        tasks
+            .iter()
+            .filter(|t| !t.phase().is_terminal())
+            .filter_map(|t| t.spec.issue),
+    );
+    wanted.extend(pull_requests.iter().flat_map(|p| p.linked_issues()));
+    for number in wanted.difference(&open_numbers) {
+        match github.issue(*number).await {
+            Ok(issue) if !issue.is_pull_request() => {
+                issues.insert(*number, issue);
+            }
+            Ok(_) => {}
+            Err(GitHubError::Status { status, .. })
+                if status.as_u16() == 404 || status.as_u16() == 410 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+
+    // Dependencies in other repositories are looked up once per pass.
+    let mut closed_elsewhere: BTreeSet<IssueRef> = BTreeSet::new();
+    for issue in issues.values() {
+        let body = issue.body.clone().unwrap_or_default();
+        for dependency in crate::issue::references::dependencies(&body, &queue.spec.repository) {
+            if let Some(repository) = &dependency.repository {
+                if let Ok(other) = github.issue_in(repository, dependency.number).await {
+                    if other.state.as_deref() == Some("closed") {
+                        closed_elsewhere.insert(dependency);
+                    }
+                }
+            }
+        }
+    }
+    let is_closed = |d: &IssueRef| match &d.repository {
+        None => !open_numbers.contains(&d.number),
+        Some(_) => closed_elsewhere.contains(d),
+    };
+
+    let mut counts = IssueCounts::default();
+    let mut evaluated: Vec<(Issue, crate::issue::Evaluation)> = Vec::new();
+    for payload in issues.values() {
+        let issue = payload.to_issue();
+        let comments: Vec<Comment> = github
+            .comments(issue.number)
+            .await?
+            .iter()
+            .map(|c| c.to_comment())
+            .collect();
+        let evaluation = evaluate(&issue, &comments, &rules, is_closed);
+        let issue_tasks: Vec<TaskView> = tasks
+            .iter()
+            .filter(|t| t.spec.issue == Some(issue.number))
+            .map(|t| task_view(t))
+            .collect();
+        let branches: Vec<String> = issue_tasks
+            .iter()
+            .filter_map(|t| t.branch.clone())
+            .collect();
+        let linked: Vec<LinkedPullRequest> = pull_requests
+            .iter()
+            .filter(|p| {
+                p.linked_issues().contains(&issue.number) || branches.contains(&p.head.branch)
+            })
+            .map(|p| LinkedPullRequest {
+                number: p.number,
+                open: p.state.as_deref() != Some("closed"),
+                merged: p.is_merged(),
+                merged_by: p.merged_by.as_ref().map(|u| u.login.clone()),
+                merged_at: p.merged_at,
+            })
+            .collect();
+        let plan = plan_issue(
+            &name,
+            &issue,
+            &comments,
+            &evaluation,
+            &issue_tasks,
+            &linked,
+            &rules,
+            false,
+        );
+        carry_out(ctx, queue, &github, &issue, &comments, &evaluation, &plan).await?;
+        if issue.open && rules.selects(&issue) {
+            match plan.state {
+                IssueState::Draft => counts.draft += 1,
+                IssueState::Blocked => counts.blocked += 1,
+                IssueState::WaitingForAnswers => counts.waiting_for_answers += 1,
+                IssueState::Ready => counts.ready += 1,
+                IssueState::Running => counts.running += 1,
+                IssueState::InReview => counts.in_review += 1,
+                IssueState::Done => {}
+            }
+            if plan.state == IssueState::Ready {
+                evaluated.push((issue, evaluation));
+            }
+        }
+    }
+
+    for record in &records {
+        match records_api
+            .delete(&record.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+
+    let now = Timestamp::now();
+    let generation = queue.meta().generation;
+    let mut status = queue.status.clone().unwrap_or_default();
+    status.counts = counts;
+    status.running_tasks = tasks
+        .iter()
+        .filter(|t| t.phase().is_active())
+        .map(|t| t.name_any())
+        .collect();
+    status.next_candidates = admission_order(evaluated.iter().map(|(i, e)| (i, e)), &rules)
+        .into_iter()
+        .take(10)
+        .collect();
+    status.last_sync_time = Some(Time(now));
+    let limit = github.rate_limit();
+    status.rate_limit = limit.remaining.map(|remaining| RateLimitStatus {
+        remaining,
+        reset_time: limit.reset.map(Time),
+    });
+    status.observed_generation = generation;
+    for (type_, reason, message) in [
+        (
+            "GitHubReachable",
+            "Reachable",
+            format!("read {} issues of {}", issues.len(), queue.spec.repository),
+        ),
+        (
+            "Synced",
+            "Synced",
+            format!("{} delivery record(s) processed", records.len()),
+        ),
+        (
+            "Ready",
+            "Synced",
+            "the queue is in sync with GitHub".to_owned(),
+        ),
+    ] {
+        upsert(
+            &mut status.conditions,
+            ConditionUpdate {
+                type_,
+                status: ConditionStatus::True,
+                reason,
+                message,
+            },
+            generation,
+            now,
+        );
+    }
+    Ok(status)
+}
+
+fn task_view(task: &AgentTask) -> TaskView {
+    let status = task.status.clone().unwrap_or_default();
+    let attempt = task
+        .name_any()
+        .rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    TaskView {
+        name: task.name_any(),
+        attempt,
+        phase: status.phase,
+        profile: status
+            .profile
+            .clone()
+            .or_else(|| task.spec.profile_ref.clone()),
+        node: status.node_name.clone(),
+        branch: task.spec.branch.clone(),
+        reason: status.reason.clone(),
+        message: status.message.clone(),
+        admission_time: status.admission_time.map(|t| t.0),
+        completion_time: status.completion_time.map(|t| t.0),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn carry_out(
+    ctx: &Context,
+    queue: &IssueQueue,
+    github: &GitHubClient,
+    issue: &Issue,
+    comments: &[Comment],
+    evaluation: &crate::issue::Evaluation,
+    plan: &plan::IssuePlan,
+) -> Result<()> {
+    let namespace = queue.namespace().unwrap_or_default();
+    let tasks: Api<AgentTask> = Api::namespaced(ctx.client.clone(), &namespace);
+    match &plan.task {
+        TaskChange::Keep => {}
+        TaskChange::Create { name, profile, .. } => {
+            let task = new_task(queue, issue, comments, evaluation, name, profile);
+            match tasks.create(&PostParams::default(), &task).await {
+                Ok(_) => info!(task = %name, issue = issue.number, "created agent task"),
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        TaskChange::Cancel { name, why } => {
+            info!(task = %name, issue = issue.number, %why, "cancelling agent task");
+            tasks
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"cancel": true}})),
+                )
+                .await?;
+        }
+        TaskChange::CompleteMerged { name, pull_request } => {
+            let merged_at = Timestamp::now().to_string();
+            let patch = json!({"metadata": {"annotations": {
+                PULL_REQUEST_ANNOTATION: pull_request.to_string(), MERGED_AT_ANNOTATION: merged_at,
+            }}});
+            tasks
+                .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                .await?;
+        }
+        TaskChange::FailClosed { name, pull_request } => {
+            let patch = json!({"metadata": {"annotations": {
+                PULL_REQUEST_ANNOTATION: pull_request.to_string(), CLOSED_ANNOTATION: "true",
+            }}});
+            tasks
+                .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                .await?;
+        }
+    }
+    if !plan.add_labels.is_empty() {
+        github.add_labels(issue.number, &plan.add_labels).await?;
+    }
+    for label in &plan.remove_labels {
+        github.remove_label(issue.number, label).await?;
+    }
+    match &plan.comment {
+        CommentChange::Keep => {}
+        CommentChange::Create { body } => {
+            github.create_comment(issue.number, body).await?;
+        }
+        CommentChange::Update { id, body } => {
+            github.update_comment(*id, body).await?;
+        }
+    }
+    for id in &plan.delete_comments {
+        github.delete_comment(*id).await?;
+    }
+    if plan.close_issue {
+        github.close_issue(issue.number).await?;
+    }
+    Ok(())
+}
+
+/// The AgentTask for a candidate: named by queue, issue and attempt, ordered by priority and
+/// issue age, with the issue and its answers as the agent's context.
+fn new_task(
+    queue: &IssueQueue,
+    issue: &Issue,
+    comments: &[Comment],
+    evaluation: &crate::issue::Evaluation,
+    name: &str,
+    profile: &str,
+) -> AgentTask {
+    let id = issue_id(&issue.title, issue.number);
+    let branch = if id == format!("ISSUE-{}", issue.number) {
+        format!("raibid/issue-{}", issue.number)
+    } else {
+        format!("raibid/{}-issue-{}", id.to_ascii_lowercase(), issue.number)
+    };
+    let mut prompt = format!("# {} ({id})\n\n{}\n", issue.title, issue.body.trim_end());
+    let answers: Vec<&Comment> = comments
+        .iter()
+        .filter(|c| !c.body.contains(crate::issue::STATUS_MARKER))
+        .filter(|c| !crate::issue::answers::answered_by(&c.body).is_empty())
+        .collect();
+    if !evaluation.questions.is_empty() && !answers.is_empty() {
+        prompt.push_str("\n## Answers to the clarifying questions\n\n");
+        for comment in answers {
+            prompt.push_str(&format!(
+                "@{} wrote:\n\n{}\n\n",
+                comment.author,
+                comment.body.trim_end()
+            ));
+        }
+    }
+    AgentTask {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: queue.namespace(),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+                (QUEUE_LABEL.to_owned(), queue.name_any()),
+                (ISSUE_LABEL.to_owned(), issue.number.to_string()),
+            ])),
+            owner_references: queue.controller_owner_ref(&()).map(|mut o| {
+                o.controller = Some(false);
+                vec![o]
+            }),
+            ..ObjectMeta::default()
+        },
+        spec: AgentTaskSpec {
+            repository: queue.spec.repository.clone(),
+            issue: Some(issue.number),
+            prompt: Some(prompt),
+            queue_ref: Some(queue.name_any()),
+            profile_ref: Some(profile.to_owned()),
+            branch: Some(branch),
+            admission: Some(AdmissionKey {
+                tier: evaluation.priority.tier(),
+                since: Some(Time(issue.created_at)),
+            }),
+            ..AgentTaskSpec::default()
+        },
+        status: None,
+    }
+}
+
+async fn write_status(ctx: &Context, queue: &IssueQueue, status: IssueQueueStatus) -> Result<()> {
+    let api: Api<IssueQueue> =
+        Api::namespaced(ctx.client.clone(), &queue.namespace().unwrap_or_default());
+    let patch =
+        json!({"apiVersion": "raibid.dev/v1alpha1", "kind": "IssueQueue", "status": status});
+    api.patch_status(
+        &queue.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
