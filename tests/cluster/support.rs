@@ -290,7 +290,7 @@ impl Scope {
 
     /// Starts the operator binary, watching this test's namespace only.
     pub async fn start_operator(&self) -> Operator {
-        Operator::start(&self.namespace).await
+        Operator::start(&self.namespace, "127.0.0.1:0").await
     }
 }
 
@@ -317,7 +317,7 @@ pub struct Operator {
 }
 
 impl Operator {
-    pub async fn start(namespace: &str) -> Self {
+    pub async fn start(namespace: &str, http_addr: &str) -> Self {
         let log =
             PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{namespace}-operator.log"));
         let file = std::fs::OpenOptions::new()
@@ -331,7 +331,7 @@ impl Operator {
                 "--namespace",
                 namespace,
                 "--http-addr",
-                "127.0.0.1:0",
+                http_addr,
                 "--retry-backoff",
                 "1s",
             ])

@@ -362,7 +362,17 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
             &rules,
             false,
         );
-        carry_out(ctx, queue, &github, &issue, &comments, &evaluation, &plan).await?;
+        carry_out(
+            ctx,
+            queue,
+            &github,
+            &rules,
+            &issue,
+            &comments,
+            &evaluation,
+            &plan,
+        )
+        .await?;
         if issue.open && rules.selects(&issue) {
             match plan.state {
                 IssueState::Draft => counts.draft += 1,
@@ -472,6 +482,7 @@ async fn carry_out(
     ctx: &Context,
     queue: &IssueQueue,
     github: &GitHubClient,
+    rules: &Rules,
     issue: &Issue,
     comments: &[Comment],
     evaluation: &crate::issue::Evaluation,
@@ -482,7 +493,7 @@ async fn carry_out(
     match &plan.task {
         TaskChange::Keep => {}
         TaskChange::Create { name, profile, .. } => {
-            let task = new_task(queue, issue, comments, evaluation, name, profile);
+            let task = new_task(queue, rules, issue, comments, evaluation, name, profile);
             match tasks.create(&PostParams::default(), &task).await {
                 Ok(_) => info!(task = %name, issue = issue.number, "created agent task"),
                 Err(kube::Error::Api(status)) if status.code == 409 => {}
@@ -545,6 +556,7 @@ async fn carry_out(
 /// issue age, with the issue and its answers as the agent's context.
 fn new_task(
     queue: &IssueQueue,
+    rules: &Rules,
     issue: &Issue,
     comments: &[Comment],
     evaluation: &crate::issue::Evaluation,
@@ -560,7 +572,7 @@ fn new_task(
     let mut prompt = format!("# {} ({id})\n\n{}\n", issue.title, issue.body.trim_end());
     let answers: Vec<&Comment> = comments
         .iter()
-        .filter(|c| !c.body.contains(crate::issue::STATUS_MARKER))
+        .filter(|c| rules.is_trusted_answerer(issue, c))
         .filter(|c| !crate::issue::answers::answered_by(&c.body).is_empty())
         .collect();
     if !evaluation.questions.is_empty() && !answers.is_empty() {

@@ -1,0 +1,260 @@
+//! A GitHub for tests: the npm `emulate` GitHub emulator (real REST API, real signed webhooks)
+//! as a child process, seeded with an org, a repository and four people.
+
+use std::{process::Stdio, time::Duration};
+
+use octocrab::Octocrab;
+use serde_json::{Value, json};
+use tokio::process::Child;
+
+use crate::support::eventually;
+
+pub const REPOSITORY: &str = "raibid/demo";
+pub const BOT: &str = "tok_bot";
+pub const ALICE: &str = "tok_alice";
+pub const BOB: &str = "tok_bob";
+pub const CAROL: &str = "tok_carol";
+
+const SEED: &str = r#"
+tokens:
+  tok_alice: {login: alice, scopes: [repo, user, admin:org, admin:repo_hook]}
+  tok_bob: {login: bob, scopes: [repo, user]}
+  tok_carol: {login: carol, scopes: [repo, user]}
+  tok_bot: {login: raibid-bot, scopes: [repo, user]}
+github:
+  users:
+    - {login: alice, name: Alice}
+    - {login: bob, name: Bob}
+    - {login: carol, name: Carol}
+    - {login: raibid-bot, name: Raibid Bot}
+  orgs:
+    - login: raibid
+      name: Raibid
+      members: [{login: alice, role: admin}]
+  repos:
+    - {owner: raibid, name: demo, auto_init: true}
+"#;
+
+pub struct Emulator {
+    pub url: String,
+    _child: Child,
+}
+
+impl Emulator {
+    pub async fn start(dir: &std::path::Path) -> Self {
+        let node = std::env::var("RAIBID_NODE22").expect(
+            "RAIBID_NODE22 is unset: run ./scripts/test, which installs the GitHub emulator",
+        );
+        let entry =
+            std::env::var("RAIBID_EMULATE").expect("RAIBID_EMULATE is unset: run ./scripts/test");
+        let port = free_port();
+        let seed = dir.join("github-seed.yaml");
+        std::fs::write(&seed, SEED).unwrap();
+        let log = std::fs::File::create(dir.join("emulator.log")).unwrap();
+        let child = tokio::process::Command::new(node)
+            .arg(entry)
+            .args([
+                "start",
+                "--service",
+                "github",
+                "--port",
+                &port.to_string(),
+                "--seed",
+            ])
+            .arg(&seed)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the GitHub emulator");
+        let url = format!("http://127.0.0.1:{port}");
+        let emulator = Self { url, _child: child };
+        eventually(Duration::from_secs(60), || async {
+            emulator.get(ALICE, "/user").await.ok()
+        })
+        .await;
+        emulator
+    }
+
+    pub fn as_user(&self, token: &str) -> Octocrab {
+        Octocrab::builder()
+            .base_uri(&self.url)
+            .unwrap()
+            .personal_token(token.to_owned())
+            .build()
+            .unwrap()
+    }
+
+    pub async fn call(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let client = self.as_user(token);
+        let response = match method {
+            "GET" => client._get(path).await,
+            "POST" => client._post(path, body.as_ref()).await,
+            "PATCH" => client._patch(path, body.as_ref()).await,
+            "PUT" => client._put(path, body.as_ref()).await,
+            "DELETE" => client._delete(path, body.as_ref()).await,
+            other => panic!("unsupported {other}"),
+        }
+        .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let text = client
+            .body_to_string(response)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{method} {path}: {status}: {text}"));
+        }
+        Ok(if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).map_err(|e| e.to_string())?
+        })
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> Result<Value, String> {
+        self.call(token, "GET", path, None).await
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: Value) -> Value {
+        self.call(token, "POST", path, Some(body)).await.unwrap()
+    }
+
+    /// Points the repository's webhook at the operator.
+    pub async fn add_webhook(&self, url: &str, secret: &str) {
+        self.post(
+            ALICE,
+            &format!("/repos/{REPOSITORY}/hooks"),
+            json!({"name": "web", "active": true, "events": ["*"], "config": {"url": url, "content_type": "json", "secret": secret}}),
+        )
+        .await;
+    }
+
+    pub async fn open_issue(&self, token: &str, title: &str, body: &str, labels: &[&str]) -> u64 {
+        let issue = self
+            .post(
+                token,
+                &format!("/repos/{REPOSITORY}/issues"),
+                json!({"title": title, "body": body, "labels": labels}),
+            )
+            .await;
+        issue["number"].as_u64().unwrap()
+    }
+
+    pub async fn comment(&self, token: &str, issue: u64, body: &str) {
+        self.post(
+            token,
+            &format!("/repos/{REPOSITORY}/issues/{issue}/comments"),
+            json!({"body": body}),
+        )
+        .await;
+    }
+
+    pub async fn labels(&self, issue: u64) -> Vec<String> {
+        let issue = self
+            .get(ALICE, &format!("/repos/{REPOSITORY}/issues/{issue}"))
+            .await
+            .unwrap();
+        issue["labels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["name"].as_str().map(String::from))
+            .collect()
+    }
+
+    pub async fn issue_state(&self, issue: u64) -> String {
+        let issue = self
+            .get(ALICE, &format!("/repos/{REPOSITORY}/issues/{issue}"))
+            .await
+            .unwrap();
+        issue["state"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The operator's status comments on an issue.
+    pub async fn status_comments(&self, issue: u64) -> Vec<String> {
+        let comments = self
+            .get(
+                ALICE,
+                &format!("/repos/{REPOSITORY}/issues/{issue}/comments?per_page=100"),
+            )
+            .await
+            .unwrap();
+        comments
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["body"].as_str().map(String::from))
+            .filter(|b| b.contains("<!-- raibid-operator:status"))
+            .collect()
+    }
+
+    /// What an agent does when it is done: a branch with a commit, and a pull request.
+    pub async fn open_pull_request(&self, branch: &str, body: &str) -> u64 {
+        let main = self
+            .get(ALICE, &format!("/repos/{REPOSITORY}/git/ref/heads/main"))
+            .await
+            .unwrap();
+        let sha = main["object"]["sha"].as_str().unwrap().to_owned();
+        self.post(
+            ALICE,
+            &format!("/repos/{REPOSITORY}/git/refs"),
+            json!({"ref": format!("refs/heads/{branch}"), "sha": sha}),
+        )
+        .await;
+        self.call(
+            ALICE,
+            "PUT",
+            &format!(
+                "/repos/{REPOSITORY}/contents/{}.txt",
+                branch.replace('/', "-")
+            ),
+            Some(json!({"message": "agent work", "content": "ZG9uZQo=", "branch": branch})),
+        )
+        .await
+        .unwrap();
+        let pr = self
+            .post(
+                ALICE,
+                &format!("/repos/{REPOSITORY}/pulls"),
+                json!({"title": "Agent work", "head": branch, "base": "main", "body": body}),
+            )
+            .await;
+        pr["number"].as_u64().unwrap()
+    }
+
+    pub async fn merge(&self, pull_request: u64) {
+        self.call(
+            ALICE,
+            "PUT",
+            &format!("/repos/{REPOSITORY}/pulls/{pull_request}/merge"),
+            Some(json!({"merge_method": "squash"})),
+        )
+        .await
+        .unwrap();
+    }
+
+    pub async fn close_issue(&self, issue: u64) {
+        self.call(
+            ALICE,
+            "PATCH",
+            &format!("/repos/{REPOSITORY}/issues/{issue}"),
+            Some(json!({"state": "closed"})),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

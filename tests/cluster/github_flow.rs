@@ -1,0 +1,284 @@
+//! The GitHub loop end to end: a GitHub emulator sends real signed webhooks to the operator,
+//! which runs agents on simulated DGX Spark nodes. The test plays the people and the agent.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::{
+    ResourceExt,
+    api::{ListParams, PostParams},
+};
+use raibid_operator::crd::{AgentTask, IssueQueue, Phase, QueueProfile};
+use serde_json::json;
+
+use crate::{
+    github_emulator::{ALICE, BOB, BOT, CAROL, Emulator, REPOSITORY, free_port},
+    support::{Operator, Scope, eventually, is_terminal},
+};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+async fn setup(scope: &Scope, max_concurrent: u32) -> (Emulator, Operator, String) {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&scope.namespace);
+    std::fs::create_dir_all(&dir).unwrap();
+    let github = Emulator::start(&dir).await;
+    for (name, key, value) in [
+        ("github-token", "token", BOT),
+        ("github-webhook", "secret", "hook-secret"),
+    ] {
+        let secret: Secret =
+            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {key: value}}))
+                .unwrap();
+        scope
+            .api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+    let profile = QueueProfile {
+        name: "agent".into(),
+        match_rules: None,
+        agent: scope.profile(None, "1s"),
+    };
+    let queue: IssueQueue = serde_json::from_value(json!({
+        "apiVersion": "raibid.dev/v1alpha1", "kind": "IssueQueue", "metadata": {"name": "demo"},
+        "spec": {
+            "repository": REPOSITORY,
+            "github": {"apiUrl": github.url, "tokenSecretRef": {"name": "github-token", "key": "token"}},
+            "webhookSecretRefs": [{"name": "github-webhook", "key": "secret"}],
+            "maxConcurrent": max_concurrent,
+            "profiles": [serde_json::to_value(&profile).unwrap()],
+            "defaultProfile": "agent",
+            "resyncInterval": "1h",
+        },
+    }))
+    .unwrap();
+    scope
+        .api::<IssueQueue>()
+        .create(&PostParams::default(), &queue)
+        .await
+        .unwrap();
+    let port = free_port();
+    let operator = Operator::start(&scope.namespace, &format!("127.0.0.1:{port}")).await;
+    let queues = scope.api::<IssueQueue>();
+    eventually(PATIENCE, || async {
+        let queue = queues.get("demo").await.ok()?;
+        queue
+            .status?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+    github
+        .add_webhook(
+            &format!("http://127.0.0.1:{port}/webhooks/github"),
+            "hook-secret",
+        )
+        .await;
+    (github, operator, "demo".into())
+}
+
+async fn task_of(scope: &Scope, issue: u64) -> Option<AgentTask> {
+    scope
+        .api::<AgentTask>()
+        .list(&ListParams::default().labels(&format!("raibid.dev/issue={issue}")))
+        .await
+        .ok()?
+        .items
+        .into_iter()
+        .max_by_key(|t| t.name_any())
+}
+
+async fn live_pod_of(scope: &Scope, task: &str) -> Option<Pod> {
+    scope
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&format!("raibid.dev/task={task}")))
+        .await
+        .ok()?
+        .items
+        .into_iter()
+        .find(|p| !is_terminal(p) && p.metadata.deletion_timestamp.is_none())
+}
+
+#[tokio::test]
+async fn questions_answers_agent_pull_request_merge_and_the_next_issue() {
+    let scope = Scope::new("github-flow").await;
+    scope.add_dgx_nodes(1).await;
+    let (github, _operator, _queue) = setup(&scope, 1).await;
+
+    // An issue with two questions waits, with its label and one status comment.
+    let login = github
+        .open_issue(
+            ALICE,
+            "Add login",
+            "Please add login.\n\n## Clarifying Questions\n1. Which provider?\n2. Which scopes?\n",
+            &[],
+        )
+        .await;
+    eventually(PATIENCE, || async {
+        let waiting = github
+            .labels(login)
+            .await
+            .contains(&"waiting:answers".to_string());
+        (waiting && github.status_comments(login).await.len() == 1).then_some(())
+    })
+    .await;
+
+    // A partial answer still waits; an outsider's answer is ignored.
+    github.comment(ALICE, login, "A1: GitHub").await;
+    eventually(PATIENCE, || async {
+        github
+            .status_comments(login)
+            .await
+            .first()?
+            .contains(r#""unanswered":[2]"#)
+            .then_some(())
+    })
+    .await;
+    github
+        .comment(CAROL, login, "A2: every scope there is")
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        task_of(&scope, login).await.is_none(),
+        "an outsider's answer started an agent"
+    );
+    assert!(github.status_comments(login).await[0].contains(r#""unanswered":[2]"#));
+
+    // The author's full answer starts an agent pod on the GPU node.
+    github.comment(ALICE, login, "A2: read:user").await;
+    let task = eventually(PATIENCE, || async {
+        let task = task_of(&scope, login).await?;
+        (task.phase() == Phase::Running).then_some(task)
+    })
+    .await;
+    assert!(live_pod_of(&scope, &task.name_any()).await.is_some());
+    let context = task.spec.prompt.clone().unwrap();
+    assert!(
+        context.contains("Which provider?") && context.contains("A2: read:user"),
+        "{context}"
+    );
+    assert!(
+        !context.contains("every scope there is"),
+        "the outsider's text is not context"
+    );
+    eventually(PATIENCE, || async {
+        github
+            .labels(login)
+            .await
+            .contains(&"status:in-progress".to_string())
+            .then_some(())
+    })
+    .await;
+
+    // Two more issues wait for the one slot; the high-priority one is next.
+    let tidy = github
+        .open_issue(BOB, "Tidy docs", "Just tidy the docs.", &[])
+        .await;
+    let crash = github
+        .open_issue(
+            ALICE,
+            "Fix crash",
+            "It crashes on start.",
+            &["priority:high"],
+        )
+        .await;
+    eventually(PATIENCE, || async {
+        let queued = task_of(&scope, tidy).await?.phase() == Phase::Queued
+            && task_of(&scope, crash).await?.phase() == Phase::Queued;
+        let labelled = github
+            .labels(tidy)
+            .await
+            .contains(&"ready:work".to_string());
+        (queued && labelled).then_some(())
+    })
+    .await;
+
+    // The agent opens a pull request from its branch: the issue is in review.
+    let branch = task.spec.branch.clone().unwrap();
+    assert!(branch.contains(&login.to_string()), "{branch}");
+    let pr = github
+        .open_pull_request(&branch, &format!("Fixes #{login}"))
+        .await;
+    eventually(PATIENCE, || async {
+        github
+            .labels(login)
+            .await
+            .contains(&"status:pr-open".to_string())
+            .then_some(())
+    })
+    .await;
+
+    // The merge completes the task, closes the issue, and the next issue starts at once.
+    let merged = Instant::now();
+    github.merge(pr).await;
+    let next = eventually(PATIENCE, || async {
+        let task = task_of(&scope, crash).await?;
+        live_pod_of(&scope, &task.name_any())
+            .await
+            .map(|_| merged.elapsed())
+    })
+    .await;
+    println!("merge -> next agent pod: {} ms", next.as_millis());
+    assert!(
+        next < Duration::from_secs(1),
+        "the next agent started {next:?} after the merge"
+    );
+    eventually(PATIENCE, || async {
+        let done = scope.task(&task.name_any()).await;
+        let status = done.status?;
+        (status.phase == Phase::Succeeded && status.reason.as_deref() == Some("PullRequestMerged"))
+            .then_some(())
+    })
+    .await;
+    eventually(PATIENCE, || async {
+        let closed = github.issue_state(login).await == "closed";
+        let cleared = github
+            .labels(login)
+            .await
+            .iter()
+            .all(|l| !l.starts_with("status:") && l != "ready:work");
+        let recorded = github
+            .status_comments(login)
+            .await
+            .first()?
+            .contains(&format!("#{pr} was merged by @alice"));
+        (closed && cleared && recorded).then_some(())
+    })
+    .await;
+    assert_eq!(
+        task_of(&scope, tidy).await.unwrap().phase(),
+        Phase::Queued,
+        "one slot: tidy still waits"
+    );
+
+    // Closing an issue cancels its agent; the freed slot goes to the last issue.
+    github.close_issue(crash).await;
+    let crash_task = task_of(&scope, crash).await.unwrap().name_any();
+    eventually(PATIENCE, || async {
+        let cancelled = scope.task(&crash_task).await.phase() == Phase::Cancelled;
+        (cancelled && live_pod_of(&scope, &crash_task).await.is_none()).then_some(())
+    })
+    .await;
+    eventually(PATIENCE, || async {
+        (task_of(&scope, tidy).await?.phase() == Phase::Running).then_some(())
+    })
+    .await;
+
+    // Exactly one status comment per issue and one task per issue, throughout.
+    for issue in [login, crash, tidy] {
+        assert_eq!(
+            github.status_comments(issue).await.len(),
+            1,
+            "issue {issue}"
+        );
+        let tasks = scope
+            .api::<AgentTask>()
+            .list(&ListParams::default().labels(&format!("raibid.dev/issue={issue}")))
+            .await
+            .unwrap();
+        assert_eq!(tasks.items.len(), 1, "issue {issue}");
+    }
+}
