@@ -154,7 +154,23 @@ async fn questions_answers_agent_pull_request_merge_and_the_next_issue() {
         (task.phase() == Phase::Running).then_some(task)
     })
     .await;
-    assert!(live_pod_of(&scope, &task.name_any()).await.is_some());
+    let pod = live_pod_of(&scope, &task.name_any())
+        .await
+        .expect("the agent pod");
+    let token = pod.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.name == "GITHUB_TOKEN");
+    let token_source = token
+        .and_then(|e| e.value_from?.secret_key_ref)
+        .map(|s| s.name);
+    assert_eq!(
+        token_source.as_deref(),
+        Some("github-token"),
+        "the agent can push and open its pull request"
+    );
     let context = task.spec.prompt.clone().unwrap();
     assert!(
         context.contains("Which provider?") && context.contains("A2: read:user"),

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::core::v1::{
         Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource,
-        EnvFromSource, EnvVar, Pod, PodSecurityContext, PodSpec, ResourceRequirements,
-        SeccompProfile, SecretEnvSource, SecurityContext, Volume, VolumeMount,
+        EnvFromSource, EnvVar, EnvVarSource, Pod, PodSecurityContext, PodSpec,
+        ResourceRequirements, SeccompProfile, SecretEnvSource, SecretKeySelector, SecurityContext,
+        Volume, VolumeMount,
     },
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
 };
@@ -141,6 +142,20 @@ pub fn agent_pod(task: &AgentTask, settings: &RunSettings, attempt: u32) -> Pod 
     ]);
     if let Some(issue) = task.spec.issue {
         env.push(env_var("RAIBID_ISSUE", &issue.to_string()));
+    }
+    if let Some(token) = &settings.github_token {
+        env.push(EnvVar {
+            name: "GITHUB_TOKEN".to_owned(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: token.name.clone(),
+                    key: token.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
     }
 
     let memory = agent
@@ -382,6 +397,29 @@ mod tests {
         assert_eq!(env["RAIBID_CONTEXT_FILE"], "/var/run/raibid/context.md");
         assert_eq!(env["MODEL"], "local");
         assert_eq!(env["HOME"], WORKSPACE_DIR);
+    }
+
+    #[test]
+    fn a_queue_task_gets_the_queues_github_token() {
+        let task = task();
+        assert!(!env_of(&agent_pod(&task, &settings(&task), 1)).contains_key("GITHUB_TOKEN"));
+        let mut with_token = settings(&task);
+        with_token.github_token = Some(crate::crd::issue_queue::SecretKeyRef {
+            name: "gh".into(),
+            key: "token".into(),
+        });
+        let pod = agent_pod(&task, &with_token, 1);
+        let env = pod.spec.unwrap().containers[0].env.clone().unwrap();
+        let token = env.iter().find(|e| e.name == "GITHUB_TOKEN").unwrap();
+        let source = token
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!((source.name.as_str(), source.key.as_str()), ("gh", "token"));
+        assert_eq!(token.value, None, "never the token itself in the pod spec");
     }
 
     #[test]

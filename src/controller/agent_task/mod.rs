@@ -348,16 +348,27 @@ async fn resolve_settings(
     ctx: &Context,
     namespace: &str,
 ) -> Result<Result<RunSettings, ProfileError>> {
-    if task.spec.profile.is_some() || task.spec.profile_ref.is_none() {
+    let Some(queue_name) = task.spec.queue_ref.clone() else {
         return Ok(RunSettings::resolve(task, &[]));
-    }
-    let queue_name = task.spec.queue_ref.clone().unwrap_or_default();
+    };
     let queue = ctx
         .stores
         .queues
-        .get(&ObjectRef::new(&queue_name).within(namespace))
-        .ok_or(Error::QueueNotFound { queue: queue_name })?;
-    Ok(RunSettings::resolve(task, &queue.spec.profiles))
+        .get(&ObjectRef::new(&queue_name).within(namespace));
+    let Some(queue) = queue else {
+        if task.spec.profile_ref.is_some() {
+            return Err(Error::QueueNotFound { queue: queue_name });
+        }
+        return Ok(RunSettings::resolve(task, &[]));
+    };
+    // The agent pushes its branch and opens its pull request with the queue's token. (With a
+    // GitHub App, a per-task installation token limited to the repository is still to come.)
+    Ok(
+        RunSettings::resolve(task, &queue.spec.profiles).map(|mut settings| {
+            settings.github_token = queue.spec.github.token_secret_ref.clone();
+            settings
+        }),
+    )
 }
 
 /// Records a transition: status through server-side apply (guarded by the resourceVersion the

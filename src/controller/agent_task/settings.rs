@@ -12,6 +12,7 @@ use crate::{
             DEFAULT_MAX_RETRIES, DEFAULT_PENDING_TIMEOUT, DEFAULT_RUN_TIMEOUT,
             DEFAULT_UNSCHEDULABLE_TIMEOUT, RunLimits,
         },
+        issue_queue::SecretKeyRef,
     },
 };
 
@@ -33,6 +34,8 @@ pub struct RunSettings {
     pub unschedulable_timeout: Duration,
     pub pending_timeout: Duration,
     pub max_retries: u32,
+    /// The GitHub credential the agent gets as `GITHUB_TOKEN`: its queue's token Secret.
+    pub github_token: Option<SecretKeyRef>,
 }
 
 /// Why a task's profile cannot be used.
@@ -87,6 +90,7 @@ impl RunSettings {
                 .unwrap_or(DEFAULT_MAX_RETRIES),
             profile_name,
             agent,
+            github_token: None,
         })
     }
 
