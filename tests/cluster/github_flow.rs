@@ -18,7 +18,7 @@ use crate::{
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
-async fn setup(scope: &Scope, max_concurrent: u32) -> (Emulator, Operator, String) {
+async fn setup(scope: &Scope, max_concurrent: u32, paused: bool) -> (Emulator, Operator, String) {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&scope.namespace);
     std::fs::create_dir_all(&dir).unwrap();
     let github = Emulator::start(&dir).await;
@@ -47,6 +47,7 @@ async fn setup(scope: &Scope, max_concurrent: u32) -> (Emulator, Operator, Strin
             "github": {"apiUrl": github.url, "tokenSecretRef": {"name": "github-token", "key": "token"}},
             "webhookSecretRefs": [{"name": "github-webhook", "key": "secret"}],
             "maxConcurrent": max_concurrent,
+            "paused": paused,
             "profiles": [serde_json::to_value(&profile).unwrap()],
             "defaultProfile": "agent",
             "resyncInterval": "1h",
@@ -106,7 +107,7 @@ async fn live_pod_of(scope: &Scope, task: &str) -> Option<Pod> {
 async fn questions_answers_agent_pull_request_merge_and_the_next_issue() {
     let scope = Scope::new("github-flow").await;
     scope.add_dgx_nodes(1).await;
-    let (github, _operator, _queue) = setup(&scope, 1).await;
+    let (github, _operator, _queue) = setup(&scope, 1, false).await;
 
     // An issue with two questions waits, with its label and one status comment.
     let login = github
@@ -296,5 +297,105 @@ async fn questions_answers_agent_pull_request_merge_and_the_next_issue() {
             .await
             .unwrap();
         assert_eq!(tasks.items.len(), 1, "issue {issue}");
+    }
+}
+
+#[tokio::test]
+async fn five_issues_two_slots_priority_order_and_a_restart_that_missed_a_webhook() {
+    let scope = Scope::new("github-order").await;
+    scope.add_dgx_nodes(3).await;
+    // Paused while the issues arrive, so that all five compete for the two slots at once.
+    let (github, operator, queue) = setup(&scope, 2, true).await;
+
+    let mut numbers = std::collections::BTreeMap::new();
+    for (name, labels) in [
+        ("none", vec![]),
+        ("low", vec!["priority:low"]),
+        ("critical", vec!["priority:critical"]),
+        ("high", vec!["priority:high"]),
+        ("medium", vec!["priority:medium"]),
+    ] {
+        numbers.insert(
+            name,
+            github
+                .open_issue(ALICE, &format!("Work {name}"), "Do it.", &labels)
+                .await,
+        );
+    }
+    let phase = |name: &'static str| {
+        let scope = &scope;
+        let number = numbers[name];
+        async move { task_of(scope, number).await.map(|t| t.phase()) }
+    };
+    eventually(PATIENCE, || async {
+        let mut queued = 0;
+        for name in ["none", "low", "critical", "high", "medium"] {
+            queued += usize::from(phase(name).await? == Phase::Queued);
+        }
+        (queued == 5).then_some(())
+    })
+    .await;
+    let queues = scope.api::<IssueQueue>();
+    queues
+        .patch(
+            &queue,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"paused": false}})),
+        )
+        .await
+        .unwrap();
+    eventually(PATIENCE, || async {
+        let running =
+            [phase("critical").await?, phase("high").await?] == [Phase::Running, Phase::Running];
+        let waiting = [
+            phase("medium").await?,
+            phase("none").await?,
+            phase("low").await?,
+        ] == [Phase::Queued; 3];
+        (running && waiting).then_some(())
+    })
+    .await;
+    let expected_next = vec![numbers["medium"], numbers["none"], numbers["low"]];
+    eventually(PATIENCE, || async {
+        let status = queues.get(&queue).await.ok()?.status?;
+        (status.next_candidates == expected_next
+            && status.counts.running == 2
+            && status.counts.ready == 3)
+            .then_some(())
+    })
+    .await;
+
+    // The operator dies; while it is down the critical issue is closed and GitHub's webhook
+    // finds no one (GitHub does not retry). The restarted operator's first sync repairs it.
+    operator.kill().await;
+    github.close_issue(numbers["critical"]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let port = free_port();
+    let _operator = Operator::start(&scope.namespace, &format!("127.0.0.1:{port}")).await;
+
+    eventually(PATIENCE, || async {
+        let cancelled = phase("critical").await? == Phase::Cancelled;
+        let next_runs = phase("medium").await? == Phase::Running;
+        let still = phase("high").await? == Phase::Running && phase("none").await? == Phase::Queued;
+        (cancelled && next_runs && still).then_some(())
+    })
+    .await;
+    for name in ["none", "low", "critical", "high", "medium"] {
+        let number = numbers[name];
+        let tasks = scope
+            .api::<AgentTask>()
+            .list(&ListParams::default().labels(&format!("raibid.dev/issue={number}")))
+            .await
+            .unwrap();
+        assert_eq!(
+            tasks.items.len(),
+            1,
+            "{name}: one task per issue across the restart"
+        );
+        assert_eq!(
+            github.status_comments(number).await.len(),
+            1,
+            "{name}: one status comment across the restart"
+        );
     }
 }
