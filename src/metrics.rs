@@ -26,6 +26,12 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    pub namespace: String,
+    pub queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeliveryLabels {
     pub event: String,
     pub outcome: &'static str,
@@ -42,6 +48,7 @@ pub struct Metrics {
     pub admission_passes: Counter,
     pub queued_tasks: Gauge,
     pub webhook_deliveries: Family<DeliveryLabels, Counter>,
+    pub github_rate_limit_remaining: Family<QueueLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -57,6 +64,7 @@ impl Default for Metrics {
         let admission_passes = Counter::default();
         let queued_tasks = Gauge::default();
         let webhook_deliveries = Family::<DeliveryLabels, Counter>::default();
+        let github_rate_limit_remaining = Family::<QueueLabel, Gauge>::default();
         registry.register("reconciles", "Reconciliations run", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -93,6 +101,11 @@ impl Default for Metrics {
             "GitHub webhook deliveries by event and outcome",
             webhook_deliveries.clone(),
         );
+        registry.register(
+            "github_rate_limit_remaining",
+            "GitHub API requests left in the current rate-limit window, per queue",
+            github_rate_limit_remaining.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -103,6 +116,7 @@ impl Default for Metrics {
             admission_passes,
             queued_tasks,
             webhook_deliveries,
+            github_rate_limit_remaining,
         }
     }
 }

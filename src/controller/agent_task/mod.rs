@@ -219,6 +219,12 @@ async fn follow_pod(
             };
             return attempt_failed(task, ctx, settings, lost, now).await;
         }
+        // Creating a pod is the one step no resourceVersion guards, and a cached task can be
+        // a step behind our own last write (the attempt may have just ended and its pod been
+        // deleted). Only the task as the API server has it now may start a pod.
+        if !is_current(task, ctx).await? {
+            return Ok(Action::requeue(Duration::from_millis(200)));
+        }
         create_pod(task, ctx, settings, attempt).await?;
         return Ok(Action::requeue(RECHECK));
     };
@@ -299,6 +305,14 @@ async fn attempt_failed(
     record(ctx, task, &transition, &settings.profile_name).await?;
     ctx.admission.notify_one();
     Ok(Action::requeue(Duration::from_secs(1)))
+}
+
+/// Whether the cached `task` is the version the API server has.
+async fn is_current(task: &AgentTask, ctx: &Context) -> Result<bool> {
+    let namespace = task.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<AgentTask> = Api::namespaced(ctx.client.clone(), &namespace);
+    let fresh = api.get_opt(&task.name_any()).await?;
+    Ok(fresh.is_some_and(|fresh| fresh.resource_version() == task.resource_version()))
 }
 
 async fn create_pod(

@@ -47,7 +47,7 @@ use crate::{
         Comment, Issue, Rules, admission_order, evaluate, identity::issue_id, references::IssueRef,
         status_comment::IssueState,
     },
-    metrics::ErrorLabels,
+    metrics::{ErrorLabels, QueueLabel},
     webhook::DELIVERY_LABEL,
 };
 
@@ -419,6 +419,27 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
         remaining,
         reset_time: limit.reset.map(Time),
     });
+    if let Some(remaining) = limit.remaining {
+        ctx.metrics
+            .github_rate_limit_remaining
+            .get_or_create(&QueueLabel {
+                namespace: namespace.clone(),
+                queue: name.clone(),
+            })
+            .set(i64::from(remaining));
+    }
+    let (webhooks, webhook_reason, webhook_message) = webhook_readiness(ctx, queue).await;
+    upsert(
+        &mut status.conditions,
+        ConditionUpdate {
+            type_: "WebhooksAccepted",
+            status: webhooks,
+            reason: webhook_reason,
+            message: webhook_message,
+        },
+        generation,
+        now,
+    );
     status.observed_generation = generation;
     for (type_, reason, message) in [
         (
@@ -450,6 +471,58 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
         );
     }
     Ok(status)
+}
+
+/// Whether deliveries for this queue can be verified: every webhook secret it names exists.
+async fn webhook_readiness(
+    ctx: &Context,
+    queue: &IssueQueue,
+) -> (ConditionStatus, &'static str, String) {
+    let refs = &queue.spec.webhook_secret_refs;
+    if refs.is_empty() {
+        return (
+            ConditionStatus::False,
+            "ResyncOnly",
+            format!(
+                "no webhook secret: deliveries are refused and the queue runs from the resync every {}",
+                queue.spec.resync_interval
+            ),
+        );
+    }
+    let secrets: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &queue.namespace().unwrap_or_default());
+    let mut missing = Vec::new();
+    for secret_ref in refs {
+        let present = secrets
+            .get_opt(&secret_ref.name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|s| s.data)
+            .is_some_and(|d| d.get(&secret_ref.key).is_some_and(|v| !v.0.is_empty()));
+        if !present {
+            missing.push(format!("{}/{}", secret_ref.name, secret_ref.key));
+        }
+    }
+    if missing.len() == refs.len() {
+        (
+            ConditionStatus::False,
+            "WebhookSecretMissing",
+            format!("no webhook secret can be read: {}", missing.join(", ")),
+        )
+    } else if missing.is_empty() {
+        (
+            ConditionStatus::True,
+            "SecretsPresent",
+            format!("{} webhook secret(s) accepted", refs.len()),
+        )
+    } else {
+        (
+            ConditionStatus::True,
+            "SomeSecretsMissing",
+            format!("missing, so not accepted: {}", missing.join(", ")),
+        )
+    }
 }
 
 fn task_view(task: &AgentTask) -> TaskView {
