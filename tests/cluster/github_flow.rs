@@ -289,8 +289,65 @@ async fn questions_answers_agent_pull_request_merge_and_the_next_issue() {
     })
     .await;
 
-    // Exactly one status comment per issue and one task per issue, throughout.
-    for issue in [login, crash, tidy] {
+    // A pull request closed without merging fails the task; the issue waits for a person.
+    let tidy_task = task_of(&scope, tidy).await.unwrap();
+    let unmerged = github
+        .open_pull_request(
+            tidy_task.spec.branch.as_deref().unwrap(),
+            &format!("Fixes #{tidy}"),
+        )
+        .await;
+    github
+        .call(
+            ALICE,
+            "PATCH",
+            &format!("/repos/{REPOSITORY}/pulls/{unmerged}"),
+            Some(json!({"state": "closed"})),
+        )
+        .await
+        .unwrap();
+    eventually(PATIENCE, || async {
+        let failed = scope.task(&tidy_task.name_any()).await.status?;
+        let released = !github
+            .labels(tidy)
+            .await
+            .contains(&"ready:work".to_string());
+        (failed.phase == Phase::Failed
+            && failed.reason.as_deref() == Some("PullRequestClosed")
+            && released)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        task_of(&scope, tidy).await.unwrap().name_any(),
+        tidy_task.name_any(),
+        "no automatic restart"
+    );
+    let tidy_tasks = || async {
+        scope
+            .api::<AgentTask>()
+            .list(&ListParams::default().labels(&format!("raibid.dev/issue={tidy}")))
+            .await
+            .unwrap()
+            .items
+            .len()
+    };
+    github
+        .post(
+            BOB,
+            &format!("/repos/{REPOSITORY}/issues/{tidy}/labels"),
+            json!({"labels": ["ready:work"]}),
+        )
+        .await;
+    eventually(PATIENCE, || async {
+        (tidy_tasks().await == 2).then_some(())
+    })
+    .await;
+
+    // Exactly one status comment per issue and one task per issue (two for the restarted one).
+    assert_eq!(github.status_comments(tidy).await.len(), 1);
+    for issue in [login, crash] {
         assert_eq!(
             github.status_comments(issue).await.len(),
             1,

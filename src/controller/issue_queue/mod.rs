@@ -319,16 +319,24 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
         Some(_) => closed_elsewhere.contains(d),
     };
 
+    // Comments of every issue, read a few at a time: each read is one round trip, and a
+    // delivery waits for the whole pass.
+    let numbers: Vec<u64> = issues.keys().copied().collect();
+    let mut all_comments: HashMap<u64, Vec<Comment>> = HashMap::new();
+    for chunk in numbers.chunks(8) {
+        let reads = chunk
+            .iter()
+            .map(|n| async { (*n, github.comments(*n).await) });
+        for (number, comments) in futures::future::join_all(reads).await {
+            all_comments.insert(number, comments?.iter().map(|c| c.to_comment()).collect());
+        }
+    }
+
     let mut counts = IssueCounts::default();
     let mut evaluated: Vec<(Issue, crate::issue::Evaluation)> = Vec::new();
     for payload in issues.values() {
         let issue = payload.to_issue();
-        let comments: Vec<Comment> = github
-            .comments(issue.number)
-            .await?
-            .iter()
-            .map(|c| c.to_comment())
-            .collect();
+        let comments: Vec<Comment> = all_comments.remove(&issue.number).unwrap_or_default();
         let evaluation = evaluate(&issue, &comments, &rules, is_closed);
         let issue_tasks: Vec<TaskView> = tasks
             .iter()

@@ -162,8 +162,11 @@ pub fn plan_issue(
 
     // A failed, cancelled or unmerged run is not restarted until a person re-adds the ready
     // label after it ended (the operator removes it when the run ends without success).
-    let ended_without_success =
-        latest.is_some_and(|t| matches!(t.phase, Phase::Failed | Phase::Cancelled));
+    // The operator never hands the ready label to such an issue itself, so a ready label on
+    // it was put there by a person. A run whose pull request just closed counts as ended.
+    let ended_without_success = latest
+        .is_some_and(|t| matches!(t.phase, Phase::Failed | Phase::Cancelled))
+        || matches!(task, TaskChange::FailClosed { .. });
     let succeeded = latest.is_some_and(|t| t.phase == Phase::Succeeded);
     let assigned_elsewhere = issue.assignees.iter().any(|a| {
         rules
@@ -224,10 +227,12 @@ pub fn plan_issue(
             remove_labels.push(label.clone());
         }
     }
-    // A run that ended without success gives the ready label back to people.
-    if matches!(task, TaskChange::FailClosed { .. }) && has_ready_label {
+    // A run that ends without success gives the ready label back to people.
+    if matches!(task, TaskChange::FailClosed { .. })
+        && has_ready_label
+        && !remove_labels.contains(&rules.labels.ready)
+    {
         remove_labels.push(rules.labels.ready.clone());
-        add_labels.retain(|l| l != &rules.labels.ready);
     }
 
     let (comment, delete_comments) = if shown {
@@ -639,6 +644,19 @@ mod tests {
         assert!(
             waits.add_labels.is_empty(),
             "the operator does not hand itself the ready label"
+        );
+
+        // The next pass may still see the task running: it must not hand the label back.
+        let again = plan(
+            &issue("x", &["status:pr-open"]),
+            &[],
+            &[task(1, Phase::Running)],
+            &[pr(false, false)],
+        );
+        assert!(
+            !again.add_labels.contains(&"ready:work".to_string()),
+            "{:?}",
+            again.add_labels
         );
 
         let readded = plan(&issue("x", &["ready:work"]), &[], &[failed], &[]);
