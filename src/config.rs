@@ -89,7 +89,17 @@ pub struct RunConfig {
     #[arg(long, env = "RAIBID_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
-    /// Name of this operator instance in Kubernetes Events (in a cluster: the pod name).
+    /// Name of this operator instance in Kubernetes Events and the leader lease (in a
+    /// cluster: the pod name). Default: host name and process id.
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
+
+    /// Namespace of the leader-election Lease (in a cluster: the operator's own namespace).
+    /// Default: --namespace, else `default`.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// How long a leader's lease lasts without renewal; another replica takes over after it.
+    #[arg(long, env = "RAIBID_LEASE_DURATION", default_value = "15s")]
+    pub lease_duration: Duration,
 }

@@ -7,6 +7,7 @@ pub mod crd;
 pub mod explain;
 pub mod github;
 pub mod issue;
+pub mod leader;
 pub mod metrics;
 pub mod operator;
 pub mod server;

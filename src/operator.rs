@@ -31,6 +31,7 @@ use crate::{
         issue_queue,
     },
     crd::{AgentTask, IssueQueue},
+    leader::LeaderElection,
     metrics::Metrics,
     server,
     webhook::{self, DELIVERY_LABEL, WebhookState},
@@ -52,6 +53,8 @@ pub enum StartupError {
         kind: &'static str,
         source: kube::Error,
     },
+    #[error("lost the leader lease; exiting so that a restart competes for it again")]
+    LostLeadership,
     #[error("cannot serve health and metrics on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -68,6 +71,8 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
         retry_backoff_max,
         log_format: _,
         instance,
+        leader_election_namespace,
+        lease_duration,
     } = config;
 
     let kube_config = kube::Config::infer()
@@ -185,7 +190,26 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
             let _ = ready_tx.send(true);
         }
     });
-    tokio::spawn(admission::run(ctx.clone(), synced));
+
+    // Every replica serves webhooks and keeps its caches warm; only the leader decides.
+    let identity = instance.unwrap_or_else(default_identity);
+    let lease_namespace = leader_election_namespace
+        .or_else(|| namespace.clone())
+        .unwrap_or_else(|| "default".into());
+    let election = LeaderElection::new(
+        ctx.client.clone(),
+        &lease_namespace,
+        identity,
+        lease_duration.as_std(),
+    );
+    let mut leading = tokio::select! {
+        leading = election.acquire() => leading,
+        _ = shutdown_signal() => {
+            info!("shut down before becoming the leader");
+            return Ok(());
+        }
+    };
+    let admission = tokio::spawn(admission::run(ctx.clone(), synced));
 
     // IssueQueues reconcile on their own changes, on delivery records and on their tasks.
     let scoped_queues: Api<IssueQueue> = match &namespace {
@@ -227,9 +251,13 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
     let task_controller = controller
         .run(agent_task::reconcile, agent_task::error_policy, ctx)
         .for_each(|_| futures::future::ready(()));
-    futures::join!(task_controller, queue_controller);
+    let outcome = tokio::select! {
+        _ = async { futures::join!(task_controller, queue_controller) } => Ok(()),
+        _ = leading.wait_for(|leader| !*leader) => Err(StartupError::LostLeadership),
+    };
+    admission.abort();
     info!("shut down");
-    Ok(())
+    outcome
 }
 
 /// Lists one object to tell "CRD missing" and "not allowed" apart from everything else.
@@ -255,6 +283,33 @@ where
         }
         Err(source) => Err(StartupError::Forbidden { kind, source }),
     }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+/// `<host name>-<process id>`: unique among replicas and across restarts.
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "raibid-operator".into());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Resolves once `store` has its initial list.

@@ -76,3 +76,72 @@ async fn sigkill_and_restart_neither_duplicates_nor_loses_a_run() {
         leftovers.iter().map(|p| p.name_any()).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn two_replicas_one_leader_and_a_takeover_when_it_dies() {
+    let scope = Scope::new("leader").await;
+    scope.add_dgx_nodes(2).await;
+    let first = scope.start_operator().await;
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> = scope.api();
+    let holder = crate::support::eventually(Duration::from_secs(30), || async {
+        leases
+            .get_opt("raibid-operator-leader")
+            .await
+            .ok()??
+            .spec?
+            .holder_identity
+    })
+    .await;
+    let second = scope.start_operator().await;
+
+    for name in ["ha-1", "ha-2", "ha-3"] {
+        scope
+            .create_task(name, scope.profile(Some("succeed"), "2s"), |_| {})
+            .await;
+    }
+    scope
+        .wait_for_phase("ha-1", Phase::Running, Duration::from_secs(60))
+        .await;
+    let lease = leases
+        .get("raibid-operator-leader")
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_eq!(
+        lease.holder_identity.as_ref(),
+        Some(&holder),
+        "the standby did not take over a live lease"
+    );
+
+    // The leader dies; the standby takes the lease once it expires and finishes the work.
+    first.kill().await;
+    for name in ["ha-1", "ha-2", "ha-3"] {
+        scope
+            .wait_for_phase(name, Phase::Succeeded, Duration::from_secs(90))
+            .await;
+    }
+    let lease = leases
+        .get("raibid-operator-leader")
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_ne!(
+        lease.holder_identity,
+        Some(holder),
+        "the standby holds the lease now"
+    );
+    assert_eq!(lease.lease_transitions, Some(1));
+    let tasks = scope
+        .api::<AgentTask>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        tasks.iter().all(|t| t.attempt() == 1),
+        "no attempt repeated by the takeover"
+    );
+    drop(second);
+}

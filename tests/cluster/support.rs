@@ -334,6 +334,8 @@ impl Operator {
                 http_addr,
                 "--retry-backoff",
                 "1s",
+                "--lease-duration",
+                "3s",
             ])
             .env("RUST_LOG", "info,raibid_operator=debug")
             .stdout(Stdio::null())
