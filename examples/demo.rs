@@ -31,7 +31,7 @@ mod support {
 }
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     time::{Duration, Instant},
 };
 
@@ -228,10 +228,10 @@ async fn main() -> std::process::ExitCode {
     }
 
     let mut answered = false;
-    let mut seen_task: BTreeMap<u64, String> = BTreeMap::new();
-    let mut seen_pod: BTreeMap<u64, ()> = BTreeMap::new();
+    let mut seen_task: BTreeSet<u64> = BTreeSet::new();
+    let mut seen_pod: BTreeSet<u64> = BTreeSet::new();
     let mut pull_requests: BTreeMap<u64, (u64, Instant)> = BTreeMap::new();
-    let mut merged: BTreeMap<u64, ()> = BTreeMap::new();
+    let mut merged: BTreeSet<u64> = BTreeSet::new();
     let mut last_phase: BTreeMap<String, Phase> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(180);
     let done_keys: Vec<&str> = ISSUES
@@ -262,11 +262,10 @@ async fn main() -> std::process::ExitCode {
                 continue;
             };
             let name = task.name_any();
-            if !seen_task.contains_key(&issue) {
+            if seen_task.insert(issue) {
                 if let Some(at) = trigger.get(&issue) {
                     webhook_to_task.push(at.elapsed());
                 }
-                seen_task.insert(issue, name.clone());
             }
             let phase = task.phase();
             if last_phase.get(&name) != Some(&phase) {
@@ -283,7 +282,7 @@ async fn main() -> std::process::ExitCode {
                 demo.say(format!("#{issue} task {name}: {phase:?} {node} {reason}"));
                 last_phase.insert(name.clone(), phase);
             }
-            if phase == Phase::Running && !seen_pod.contains_key(&issue) {
+            if phase == Phase::Running && !seen_pod.contains(&issue) {
                 let has_pod = !pods
                     .list(&ListParams::default().labels(&format!("raibid.dev/task={name}")))
                     .await
@@ -294,7 +293,7 @@ async fn main() -> std::process::ExitCode {
                     if let Some(at) = pod_trigger.get(&issue) {
                         webhook_to_pod.push(at.elapsed());
                     }
-                    seen_pod.insert(issue, ());
+                    seen_pod.insert(issue);
                 }
             }
             if phase == Phase::Running && !pull_requests.contains_key(&issue) {
@@ -307,18 +306,18 @@ async fn main() -> std::process::ExitCode {
             }
         }
         for (issue, (pr, opened)) in pull_requests.clone() {
-            if !merged.contains_key(&issue) && opened.elapsed() > Duration::from_millis(1500) {
+            if !merged.contains(&issue) && opened.elapsed() > Duration::from_millis(1500) {
                 github.merge(pr).await;
                 demo.say(format!("bob merges PR #{pr} (#{issue})"));
-                merged.insert(issue, ());
+                merged.insert(issue);
                 // The merge frees a slot and may unblock dependents: what starts next counts
                 // from here.
                 let now = Instant::now();
                 for number in numbers.values() {
-                    if !seen_task.contains_key(number) {
+                    if !seen_task.contains(number) {
                         trigger.insert(*number, now);
                     }
-                    if !seen_pod.contains_key(number) {
+                    if !seen_pod.contains(number) {
                         pod_trigger.insert(*number, now);
                     }
                 }
