@@ -202,6 +202,34 @@ impl GitHubClient {
         .await
     }
 
+    /// Open pull requests (all pages) and the 100 most recently updated closed ones: what a
+    /// resync needs to notice a merge or a close whose webhook was missed.
+    pub async fn recent_pull_requests(&self) -> Result<Vec<PullRequestPayload>> {
+        let mut pulls: Vec<PullRequestPayload> = self
+            .all_pages(&format!(
+                "/repos/{}/pulls?state=open&per_page=100",
+                self.repository
+            ))
+            .await?;
+        let (_, body) = self
+            .send(
+                Method::GET,
+                &format!(
+                    "/repos/{}/pulls?state=closed&sort=updated&direction=desc&per_page=100",
+                    self.repository
+                ),
+                None::<&()>,
+                HeaderMap::new(),
+                false,
+            )
+            .await?;
+        pulls.extend(decode::<Vec<PullRequestPayload>>(
+            "closed pull requests",
+            &body,
+        )?);
+        Ok(pulls)
+    }
+
     pub async fn pull_request(&self, number: u64) -> Result<PullRequestPayload> {
         self.get_json(&format!("/repos/{}/pulls/{number}", self.repository))
             .await

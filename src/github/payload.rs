@@ -142,6 +142,8 @@ pub struct PullRequestPayload {
     #[serde(default)]
     pub merged_by: Option<User>,
     #[serde(default)]
+    pub closed_at: Option<Timestamp>,
+    #[serde(default)]
     pub html_url: Option<String>,
     pub head: BranchRef,
     pub base: BranchRef,

@@ -344,6 +344,18 @@ async fn questions_answers_agent_pull_request_merge_and_the_next_issue() {
         (tidy_tasks().await == 2).then_some(())
     })
     .await;
+    // The old closed pull request must not fail the new attempt.
+    let retried = task_of(&scope, tidy).await.unwrap();
+    eventually(PATIENCE, || async {
+        (scope.task(&retried.name_any()).await.phase() == Phase::Running).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        scope.task(&retried.name_any()).await.phase(),
+        Phase::Running,
+        "the new attempt keeps running"
+    );
 
     // Exactly one status comment per issue and one task per issue (two for the restarted one).
     assert_eq!(github.status_comments(tidy).await.len(), 1);
@@ -427,19 +439,42 @@ async fn five_issues_two_slots_priority_order_and_a_restart_that_missed_a_webhoo
     })
     .await;
 
-    // The operator dies; while it is down the critical issue is closed and GitHub's webhook
-    // finds no one (GitHub does not retry). The restarted operator's first sync repairs it.
+    // The operator dies; while it is down the critical issue is closed and the high one's pull
+    // request merges; GitHub's webhooks find no one (GitHub does not retry). The restarted
+    // operator's first sync repairs both.
+    let high_task = task_of(&scope, numbers["high"]).await.unwrap();
+    let high_pr = github
+        .open_pull_request(
+            high_task.spec.branch.as_deref().unwrap(),
+            &format!("Fixes #{}", numbers["high"]),
+        )
+        .await;
+    eventually(PATIENCE, || async {
+        github
+            .labels(numbers["high"])
+            .await
+            .contains(&"status:pr-open".to_string())
+            .then_some(())
+    })
+    .await;
     operator.kill().await;
     github.close_issue(numbers["critical"]).await;
+    github.merge(high_pr).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let port = free_port();
     let _operator = Operator::start(&scope.namespace, &format!("127.0.0.1:{port}")).await;
 
     eventually(PATIENCE, || async {
         let cancelled = phase("critical").await? == Phase::Cancelled;
-        let next_runs = phase("medium").await? == Phase::Running;
-        let still = phase("high").await? == Phase::Running && phase("none").await? == Phase::Queued;
-        (cancelled && next_runs && still).then_some(())
+        let merged = phase("high").await? == Phase::Succeeded;
+        let next_run =
+            phase("medium").await? == Phase::Running && phase("none").await? == Phase::Running;
+        let last_waits = phase("low").await? == Phase::Queued;
+        (cancelled && merged && next_run && last_waits).then_some(())
+    })
+    .await;
+    eventually(PATIENCE, || async {
+        (github.issue_state(numbers["high"]).await == "closed").then_some(())
     })
     .await;
     for name in ["none", "low", "critical", "high", "medium"] {

@@ -257,18 +257,23 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
     let open_numbers: BTreeSet<u64> = issues.keys().copied().collect();
 
     // Pull requests named by deliveries or already known to tasks.
-    let mut pr_numbers: BTreeSet<u64> = records
+    let delivered_prs: BTreeSet<u64> = records
         .iter()
         .filter_map(|r| r.data.as_ref()?.get("pullRequest")?.parse().ok())
         .collect();
+    let mut pr_numbers = delivered_prs.clone();
     pr_numbers.extend(
         tasks
             .iter()
             .filter_map(|t| t.status.as_ref()?.pull_request.as_ref().map(|p| p.number)),
     );
-    let mut pull_requests: Vec<PullRequestPayload> = Vec::new();
+    // Recent pull requests repair missed webhooks; those named by deliveries or tasks are
+    // read individually too, so an old one is never missed.
+    let mut pull_requests: Vec<PullRequestPayload> = github.recent_pull_requests().await?;
     for number in pr_numbers {
-        pull_requests.push(github.pull_request(number).await?);
+        if !pull_requests.iter().any(|p| p.number == number) {
+            pull_requests.push(github.pull_request(number).await?);
+        }
     }
 
     // Issues that are not open but matter: named by deliveries, by tasks, by pull requests.
@@ -347,10 +352,23 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
             .iter()
             .filter_map(|t| t.branch.clone())
             .collect();
+        // A closed pull request speaks for this issue only if it closed after the issue's
+        // latest run began, or a delivery names it now: an old one must neither fail a new
+        // attempt nor close a reopened issue again.
+        let latest_run = issue_tasks
+            .iter()
+            .max_by_key(|t| t.attempt)
+            .and_then(|t| t.created);
         let linked: Vec<LinkedPullRequest> = pull_requests
             .iter()
             .filter(|p| {
                 p.linked_issues().contains(&issue.number) || branches.contains(&p.head.branch)
+            })
+            .filter(|p| {
+                let closed = p.merged_at.or(p.closed_at);
+                p.state.as_deref() != Some("closed")
+                    || delivered_prs.contains(&p.number)
+                    || matches!((closed, latest_run), (Some(closed), Some(run)) if closed >= run)
             })
             .map(|p| LinkedPullRequest {
                 number: p.number,
@@ -555,6 +573,7 @@ fn task_view(task: &AgentTask) -> TaskView {
         message: status.message.clone(),
         admission_time: status.admission_time.map(|t| t.0),
         completion_time: status.completion_time.map(|t| t.0),
+        created: task.metadata.creation_timestamp.as_ref().map(|t| t.0),
     }
 }
 

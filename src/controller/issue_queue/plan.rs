@@ -36,6 +36,7 @@ pub struct TaskView {
     pub message: Option<String>,
     pub admission_time: Option<Timestamp>,
     pub completion_time: Option<Timestamp>,
+    pub created: Option<Timestamp>,
 }
 
 /// What to do with the task.
@@ -375,6 +376,7 @@ mod tests {
             message: None,
             admission_time: Some(Timestamp::from_second(1_700_000_100).unwrap()),
             completion_time: None,
+            created: Some(Timestamp::from_second(1_700_000_050).unwrap()),
         }
     }
 
