@@ -321,6 +321,9 @@ pub struct IssueQueueStatus {
     /// GitHub's rate limit as last seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitStatus>,
+    /// When each issue waiting for answers was last reminded (issue number → time).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub reminders: std::collections::BTreeMap<String, Time>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -88,6 +88,10 @@ impl IssuePayload {
 pub struct CommentPayload {
     pub id: u64,
     #[serde(default)]
+    pub created_at: Option<Timestamp>,
+    #[serde(default)]
+    pub updated_at: Option<Timestamp>,
+    #[serde(default)]
     pub body: Option<String>,
     #[serde(default)]
     pub user: Option<User>,

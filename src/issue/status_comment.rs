@@ -42,8 +42,8 @@ pub struct StatusDetails {
     pub time_to_merge: Option<String>,
     /// Why the last agent failed, when it did.
     pub failure: Option<String>,
-    /// Login to mention in an answer reminder.
-    pub remind: Option<String>,
+    /// Login to mention in an answer reminder, and when the reminder was given.
+    pub remind: Option<(String, k8s_openapi::jiff::Timestamp)>,
 }
 
 /// The whole comment body.
@@ -111,9 +111,10 @@ pub fn render(marker: &StatusMarker, details: &StatusDetails) -> String {
     if let Some(failure) = &details.failure {
         out.push_str(&format!("\nThe last agent run failed: {failure}\n"));
     }
-    if let Some(login) = &details.remind {
+    if let Some((login, at)) = &details.remind {
         out.push_str(&format!(
-            "\n@{login}, a reminder: this issue is still waiting for your answers.\n"
+            "\n@{login}, a reminder ({}): this issue is still waiting for your answers.\n",
+            at.strftime("%Y-%m-%d %H:%M UTC")
         ));
     }
     out
@@ -204,8 +205,9 @@ mod tests {
             done.contains("#7 was merged by @bob, 1h12m after the agent started"),
             "{done}"
         );
+        let at = k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap();
         let remind = StatusDetails {
-            remind: Some("alice".into()),
+            remind: Some(("alice".into(), at)),
             ..Default::default()
         };
         assert!(

@@ -19,6 +19,14 @@ use crate::{
 const PATIENCE: Duration = Duration::from_secs(20);
 
 async fn setup(scope: &Scope, max_concurrent: u32, paused: bool) -> (Emulator, Operator, String) {
+    setup_with(
+        scope,
+        json!({"maxConcurrent": max_concurrent, "paused": paused}),
+    )
+    .await
+}
+
+async fn setup_with(scope: &Scope, overrides: serde_json::Value) -> (Emulator, Operator, String) {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&scope.namespace);
     std::fs::create_dir_all(&dir).unwrap();
     let github = Emulator::start(&dir).await;
@@ -40,20 +48,21 @@ async fn setup(scope: &Scope, max_concurrent: u32, paused: bool) -> (Emulator, O
         match_rules: None,
         agent: scope.profile(None, "1s"),
     };
-    let queue: IssueQueue = serde_json::from_value(json!({
+    let mut queue = json!({
         "apiVersion": "raibid.dev/v1alpha1", "kind": "IssueQueue", "metadata": {"name": "demo"},
         "spec": {
             "repository": REPOSITORY,
             "github": {"apiUrl": github.url, "tokenSecretRef": {"name": "github-token", "key": "token"}},
             "webhookSecretRefs": [{"name": "github-webhook", "key": "secret"}],
-            "maxConcurrent": max_concurrent,
-            "paused": paused,
             "profiles": [serde_json::to_value(&profile).unwrap()],
             "defaultProfile": "agent",
             "resyncInterval": "1h",
         },
-    }))
-    .unwrap();
+    });
+    for (key, value) in overrides.as_object().unwrap() {
+        queue["spec"][key] = value.clone();
+    }
+    let queue: IssueQueue = serde_json::from_value(queue).unwrap();
     scope
         .api::<IssueQueue>()
         .create(&PostParams::default(), &queue)
@@ -495,4 +504,39 @@ async fn five_issues_two_slots_priority_order_and_a_restart_that_missed_a_webhoo
             "{name}: one status comment across the restart"
         );
     }
+}
+
+#[tokio::test]
+async fn an_issue_waiting_too_long_reminds_its_author_once_per_period() {
+    let scope = Scope::new("github-remind").await;
+    let (github, _operator, _queue) = setup_with(
+        &scope,
+        json!({"answerReminderAfter": "2s", "resyncInterval": "1s"}),
+    )
+    .await;
+    let issue = github
+        .open_issue(
+            ALICE,
+            "Add login",
+            "## Clarifying Questions\n1. Which provider?\n",
+            &[],
+        )
+        .await;
+    let reminded = eventually(PATIENCE, || async {
+        let comment = github.status_comments(issue).await.into_iter().next()?;
+        comment.contains("@alice, a reminder").then_some(comment)
+    })
+    .await;
+    assert_eq!(
+        github.status_comments(issue).await.len(),
+        1,
+        "the reminder edits the one status comment"
+    );
+    // Answered: the reminder goes away with the wait.
+    github.comment(ALICE, issue, "A1: GitHub").await;
+    eventually(PATIENCE, || async {
+        let comment = github.status_comments(issue).await.into_iter().next()?;
+        (!comment.contains("a reminder") && comment != reminded).then_some(())
+    })
+    .await;
 }

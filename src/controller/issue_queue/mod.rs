@@ -328,15 +328,37 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
     // delivery waits for the whole pass.
     let numbers: Vec<u64> = issues.keys().copied().collect();
     let mut all_comments: HashMap<u64, Vec<Comment>> = HashMap::new();
+    // When each issue last heard from a trusted answerer (or was opened): a wait for answers
+    // runs from there.
+    let mut last_word: HashMap<u64, Timestamp> = HashMap::new();
     for chunk in numbers.chunks(8) {
         let reads = chunk
             .iter()
             .map(|n| async { (*n, github.comments(*n).await) });
         for (number, comments) in futures::future::join_all(reads).await {
-            all_comments.insert(number, comments?.iter().map(|c| c.to_comment()).collect());
+            let payloads = comments?;
+            let converted: Vec<Comment> = payloads.iter().map(|c| c.to_comment()).collect();
+            if let Some(issue) = issues.get(&number).map(IssuePayload::to_issue) {
+                let latest = payloads
+                    .iter()
+                    .zip(&converted)
+                    .filter(|(_, c)| rules.is_trusted_answerer(&issue, c))
+                    .filter_map(|(p, _)| p.updated_at.or(p.created_at))
+                    .max();
+                last_word.insert(
+                    number,
+                    latest.map_or(issue.created_at, |l| l.max(issue.created_at)),
+                );
+            }
+            all_comments.insert(number, converted);
         }
     }
 
+    let mut reminders = queue
+        .status
+        .as_ref()
+        .map(|s| s.reminders.clone())
+        .unwrap_or_default();
     let mut counts = IssueCounts::default();
     let mut evaluated: Vec<(Issue, crate::issue::Evaluation)> = Vec::new();
     for payload in issues.values() {
@@ -378,6 +400,26 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
                 merged_at: p.merged_at,
             })
             .collect();
+        let remind = if evaluation.state == crate::issue::TextState::WaitingForAnswers {
+            let since = last_word
+                .get(&issue.number)
+                .copied()
+                .unwrap_or(issue.created_at);
+            let last = reminders.get(&issue.number.to_string()).map(|t| t.0);
+            let at = plan::reminder(
+                since,
+                last,
+                queue.spec.answer_reminder_after.as_std(),
+                Timestamp::now(),
+            );
+            if let Some(at) = at {
+                reminders.insert(issue.number.to_string(), Time(at));
+            }
+            at
+        } else {
+            reminders.remove(&issue.number.to_string());
+            None
+        };
         let plan = plan_issue(
             &name,
             &issue,
@@ -386,7 +428,7 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
             &issue_tasks,
             &linked,
             &rules,
-            false,
+            remind,
         );
         carry_out(
             ctx,
@@ -430,6 +472,8 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
     let generation = queue.meta().generation;
     let mut status = queue.status.clone().unwrap_or_default();
     status.counts = counts;
+    reminders.retain(|number, _| number.parse().is_ok_and(|n: u64| open_numbers.contains(&n)));
+    status.reminders = reminders;
     status.running_tasks = tasks
         .iter()
         .filter(|t| t.phase().is_active())

@@ -91,6 +91,24 @@ pub struct IssuePlan {
     pub close_issue: bool,
 }
 
+/// The reminder to show on an issue waiting for answers since `waiting_since`: the last one
+/// of this wait if it is younger than `period`, a new one (now) if the wait or the last
+/// reminder is older, none before the first period has passed.
+pub fn reminder(
+    waiting_since: Timestamp,
+    last: Option<Timestamp>,
+    period: std::time::Duration,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let after = |t: Timestamp| t.checked_add(period).unwrap_or(Timestamp::MAX);
+    match last.filter(|l| *l >= waiting_since) {
+        Some(last) if now >= after(last) => Some(now),
+        Some(last) => Some(last),
+        None if now >= after(waiting_since) => Some(now),
+        None => None,
+    }
+}
+
 /// Name of the task of `issue`'s `attempt` in `queue`: fixed, so a second create is refused.
 pub fn task_name(queue: &str, issue: u64, attempt: u32) -> String {
     format!("{queue}-{issue}-{attempt}")
@@ -106,7 +124,7 @@ pub fn plan_issue(
     tasks: &[TaskView],
     pull_requests: &[LinkedPullRequest],
     rules: &Rules,
-    remind: bool,
+    remind: Option<Timestamp>,
 ) -> IssuePlan {
     let latest = tasks.iter().max_by_key(|t| t.attempt);
     let active = latest.filter(|t| !t.phase.is_terminal());
@@ -271,7 +289,7 @@ fn status_comment(
     task: &TaskChange,
     merged: Option<&LinkedPullRequest>,
     open_pr: Option<&LinkedPullRequest>,
-    remind: bool,
+    remind: Option<Timestamp>,
 ) -> (CommentChange, Vec<u64>) {
     let task_name = match task {
         TaskChange::Create { name, .. } => Some(name.clone()),
@@ -314,7 +332,9 @@ fn status_comment(
         merged_by: merged.and_then(|p| p.merged_by.clone()),
         time_to_merge,
         failure,
-        remind: (remind && state == IssueState::WaitingForAnswers).then(|| issue.author.clone()),
+        remind: remind
+            .filter(|_| state == IssueState::WaitingForAnswers)
+            .map(|at| (issue.author.clone(), at)),
     };
     let body = render(&marker, &details);
     let mut ours: Vec<&Comment> = comments
@@ -406,7 +426,7 @@ mod tests {
             tasks,
             prs,
             &rules,
-            false,
+            None,
         )
     }
 
@@ -608,7 +628,7 @@ mod tests {
             &[task(1, Phase::Starting)],
             &[],
             &rules,
-            false,
+            None,
         );
         assert!(matches!(p.task, TaskChange::Cancel { .. }));
     }
@@ -722,7 +742,7 @@ mod tests {
         rules.enrichment_profile = Some("enrich".into());
         let draft = issue("rough idea", &["draft"]);
         let evaluation = evaluate(&draft, &[], &rules, |_| false);
-        let first = plan_issue(QUEUE, &draft, &[], &evaluation, &[], &[], &rules, false);
+        let first = plan_issue(QUEUE, &draft, &[], &evaluation, &[], &[], &rules, None);
         assert_eq!(
             first.task,
             TaskChange::Create {
@@ -739,9 +759,36 @@ mod tests {
             &[task(1, Phase::Succeeded)],
             &[],
             &rules,
-            false,
+            None,
         );
         assert_eq!(again.task, TaskChange::Keep);
+    }
+
+    #[test]
+    fn reminders_come_once_per_period_of_waiting() {
+        let t = |s: i64| Timestamp::from_second(1_700_000_000 + s).unwrap();
+        let period = std::time::Duration::from_secs(100);
+        assert_eq!(
+            reminder(t(0), None, period, t(99)),
+            None,
+            "not before the first period"
+        );
+        assert_eq!(reminder(t(0), None, period, t(100)), Some(t(100)));
+        assert_eq!(
+            reminder(t(0), Some(t(100)), period, t(150)),
+            Some(t(100)),
+            "kept, not repeated"
+        );
+        assert_eq!(
+            reminder(t(0), Some(t(100)), period, t(200)),
+            Some(t(200)),
+            "one per period"
+        );
+        assert_eq!(
+            reminder(t(300), Some(t(100)), period, t(350)),
+            None,
+            "a new answer starts a new wait"
+        );
     }
 
     #[test]
@@ -749,7 +796,17 @@ mod tests {
         let rules = rules();
         let waiting = issue(QUESTIONS, &[]);
         let evaluation = evaluate(&waiting, &[], &rules, |_| false);
-        let p = plan_issue(QUEUE, &waiting, &[], &evaluation, &[], &[], &rules, true);
+        let at = Timestamp::from_second(1_700_010_000).unwrap();
+        let p = plan_issue(
+            QUEUE,
+            &waiting,
+            &[],
+            &evaluation,
+            &[],
+            &[],
+            &rules,
+            Some(at),
+        );
         let CommentChange::Create { body } = &p.comment else {
             panic!()
         };
