@@ -258,3 +258,88 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A recorded webhook delivery: its headers and body, to be sent again.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Sits between the emulator and the operator: forwards every delivery at once and keeps a
+/// copy, so a test can send them all again — twice, in another order.
+pub struct Relay {
+    pub url: String,
+    /// Where deliveries are forwarded to: the operator's webhook.
+    pub target: String,
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<Delivery>>>,
+}
+
+impl Relay {
+    pub async fn start(target: String) -> Self {
+        use axum::{body::Bytes, http::HeaderMap, routing::post};
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<Delivery>>> = Default::default();
+        let keep = seen.clone();
+        let forward_to = target.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            post(move |headers: HeaderMap, body: Bytes| {
+                let keep = keep.clone();
+                let target = forward_to.clone();
+                async move {
+                    let delivery = Delivery {
+                        headers: headers
+                            .iter()
+                            .filter(|(k, _)| {
+                                let k = k.as_str();
+                                k.starts_with("x-") || k == "content-type"
+                            })
+                            .map(|(k, v)| {
+                                (k.to_string(), v.to_str().unwrap_or_default().to_owned())
+                            })
+                            .collect(),
+                        body: body.to_vec(),
+                    };
+                    keep.lock().unwrap().push(delivery.clone());
+                    let status = send(&target, &delivery).await;
+                    axum::http::StatusCode::from_u16(status)
+                        .unwrap_or(axum::http::StatusCode::BAD_GATEWAY)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url, target, seen }
+    }
+}
+
+/// POSTs a delivery to `url` (`http://host:port/path`) and returns the status code.
+pub async fn send(url: &str, delivery: &Delivery) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let Ok(mut stream) = tokio::net::TcpStream::connect(host).await else {
+        return 502;
+    };
+    let mut request = format!(
+        "POST /{path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        delivery.body.len()
+    );
+    for (name, value) in &delivery.headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err()
+        || stream.write_all(&delivery.body).await.is_err()
+    {
+        return 502;
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    String::from_utf8_lossy(&response)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(502)
+}

@@ -12,7 +12,7 @@ use raibid_operator::crd::{AgentTask, IssueQueue, Phase, QueueProfile};
 use serde_json::json;
 
 use crate::{
-    github_emulator::{ALICE, BOB, BOT, CAROL, Emulator, REPOSITORY, free_port},
+    github_emulator::{ALICE, BOB, BOT, CAROL, Emulator, REPOSITORY, Relay, free_port, send},
     support::{Operator, Scope, eventually, is_terminal},
 };
 
@@ -27,6 +27,15 @@ async fn setup(scope: &Scope, max_concurrent: u32, paused: bool) -> (Emulator, O
 }
 
 async fn setup_with(scope: &Scope, overrides: serde_json::Value) -> (Emulator, Operator, String) {
+    let (github, operator, queue, _relay) = setup_relayed(scope, overrides).await;
+    (github, operator, queue)
+}
+
+/// Like `setup_with`, with the webhook going through a relay that keeps every delivery.
+async fn setup_relayed(
+    scope: &Scope,
+    overrides: serde_json::Value,
+) -> (Emulator, Operator, String, Relay) {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&scope.namespace);
     std::fs::create_dir_all(&dir).unwrap();
     let github = Emulator::start(&dir).await;
@@ -83,13 +92,9 @@ async fn setup_with(scope: &Scope, overrides: serde_json::Value) -> (Emulator, O
             .then_some(())
     })
     .await;
-    github
-        .add_webhook(
-            &format!("http://127.0.0.1:{port}/webhooks/github"),
-            "hook-secret",
-        )
-        .await;
-    (github, operator, "demo".into())
+    let relay = Relay::start(format!("http://127.0.0.1:{port}/webhooks/github")).await;
+    github.add_webhook(&relay.url, "hook-secret").await;
+    (github, operator, "demo".into(), relay)
 }
 
 async fn task_of(scope: &Scope, issue: u64) -> Option<AgentTask> {
@@ -539,4 +544,115 @@ async fn an_issue_waiting_too_long_reminds_its_author_once_per_period() {
         (!comment.contains("a reminder") && comment != reminded).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn every_delivery_again_twice_and_shuffled_changes_nothing() {
+    let scope = Scope::new("github-replay").await;
+    scope.add_dgx_nodes(1).await;
+    let (github, _operator, queue, relay) =
+        setup_relayed(&scope, json!({"maxConcurrent": 1})).await;
+
+    // A short history: questions answered, an agent, a pull request, a merge, a second issue.
+    let first = github
+        .open_issue(ALICE, "First", "## Clarifying Questions\n1. Which?\n", &[])
+        .await;
+    let second = github
+        .open_issue(ALICE, "Second", "Plain work.", &["priority:low"])
+        .await;
+    github.comment(ALICE, first, "A1: this").await;
+    let task = eventually(PATIENCE, || async {
+        let task = task_of(&scope, first).await?;
+        (task.phase() == Phase::Running).then_some(task)
+    })
+    .await;
+    let pr = github
+        .open_pull_request(
+            task.spec.branch.as_deref().unwrap(),
+            &format!("Fixes #{first}"),
+        )
+        .await;
+    eventually(PATIENCE, || async {
+        github
+            .labels(first)
+            .await
+            .contains(&"status:pr-open".to_string())
+            .then_some(())
+    })
+    .await;
+    github.merge(pr).await;
+    eventually(PATIENCE, || async {
+        let second_runs = task_of(&scope, second).await?.phase() == Phase::Running;
+        (second_runs && github.issue_state(first).await == "closed").then_some(())
+    })
+    .await;
+
+    let snapshot = || async {
+        let mut state = Vec::new();
+        for issue in [first, second] {
+            let tasks = scope
+                .api::<AgentTask>()
+                .list(&ListParams::default().labels(&format!("raibid.dev/issue={issue}")))
+                .await
+                .unwrap()
+                .items;
+            let phases: Vec<(String, Phase)> =
+                tasks.iter().map(|t| (t.name_any(), t.phase())).collect();
+            let mut labels = github.labels(issue).await;
+            labels.sort();
+            let comments = github.status_comments(issue).await;
+            state.push((
+                issue,
+                phases,
+                labels,
+                github.issue_state(issue).await,
+                comments,
+            ));
+        }
+        state
+    };
+    let before = snapshot().await;
+
+    // Every delivery again, twice, in another order (the relay kept them all).
+    let mut deliveries = relay.seen.lock().unwrap().clone();
+    assert!(
+        deliveries.len() >= 8,
+        "only {} deliveries seen",
+        deliveries.len()
+    );
+    deliveries.reverse();
+    let twice: Vec<_> = deliveries
+        .iter()
+        .cloned()
+        .chain(deliveries.iter().step_by(2).cloned())
+        .chain(deliveries.iter().skip(1).step_by(2).cloned())
+        .collect();
+    let target = relay.target.clone();
+    for delivery in &twice {
+        let status = send(&target, delivery).await;
+        assert!(
+            status == 200 || status == 202,
+            "a replayed delivery got {status}"
+        );
+    }
+    // Let every replayed record be processed.
+    let queues = scope.api::<IssueQueue>();
+    let records = scope.api::<k8s_openapi::api::core::v1::ConfigMap>();
+    eventually(PATIENCE, || async {
+        let left = records
+            .list(&ListParams::default().labels("raibid.dev/delivery=true"))
+            .await
+            .ok()?
+            .items
+            .len();
+        (left == 0).then_some(())
+    })
+    .await;
+    let _ = queues.get(&queue).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        snapshot().await,
+        before,
+        "replaying deliveries changed the outcome"
+    );
 }
