@@ -10,13 +10,13 @@ pub mod placement;
 pub mod plan;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use k8s_openapi::jiff::Timestamp;
-use kube::{ResourceExt, runtime::reflector::ObjectRef};
+use kube::ResourceExt;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -105,19 +105,24 @@ async fn pass(ctx: &Context, in_flight: &mut HashMap<TaskKey, InFlight>) -> Next
         })
         .collect();
 
+    // Judged against the same task snapshot as the rest of the pass.
     in_flight.retain(|key, entry| {
-        let cached = ctx
-            .stores
-            .tasks
-            .get(&ObjectRef::new(&key.name).within(&key.namespace));
-        let still_queued_in_cache = cached.is_some_and(|t| t.phase() == Phase::Queued);
-        still_queued_in_cache && entry.written.elapsed() < IN_FLIGHT_GRACE
+        let still_queued_in_snapshot = tasks.iter().any(|t| {
+            t.name_any() == key.name
+                && t.namespace().as_deref() == Some(key.namespace.as_str())
+                && t.phase() == Phase::Queued
+        });
+        still_queued_in_snapshot && entry.written.elapsed() < IN_FLIGHT_GRACE
     });
 
-    let mut holders: Vec<GpuHolder> = ctx
-        .stores
-        .pods
-        .state()
+    // One snapshot of the pods for the whole pass: a pod that arrives mid-pass must be seen
+    // either as a pod or as its task's reservation, never as neither.
+    let pods = ctx.stores.pods.state();
+    let pod_names: HashSet<(String, String)> = pods
+        .iter()
+        .map(|p| (p.namespace().unwrap_or_default(), p.name_any()))
+        .collect();
+    let mut holders: Vec<GpuHolder> = pods
         .iter()
         .filter_map(|pod| {
             let spec = pod.spec.as_ref()?;
@@ -172,11 +177,8 @@ async fn pass(ctx: &Context, in_flight: &mut HashMap<TaskKey, InFlight>) -> Next
             }
         }
         if phase.is_active() {
-            let pod_cached = ctx
-                .stores
-                .pods
-                .get(&ObjectRef::new(&pod_name(task, task.attempt())).within(&key.namespace))
-                .is_some();
+            let pod_cached =
+                pod_names.contains(&(key.namespace.clone(), pod_name(task, task.attempt())));
             if !pod_cached {
                 // Admitted, pod not created yet (or just finished): its GPU stays reserved.
                 holders.push(GpuHolder {

@@ -277,7 +277,7 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
     }
 
     // Issues that are not open but matter: named by deliveries, by tasks, by pull requests.
-    let mut wanted: BTreeSet<u64> = records
+    let named_by_delivery: BTreeSet<u64> = records
         .iter()
         .filter_map(|r| r.data.as_ref()?.get("issues").cloned())
         .flat_map(|list| {
@@ -286,6 +286,7 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
                 .collect::<Vec<u64>>()
         })
         .collect();
+    let mut wanted = named_by_delivery.clone();
     wanted.extend(
         tasks
             .iter()
@@ -361,7 +362,10 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
         .unwrap_or_default();
     let mut counts = IssueCounts::default();
     let mut evaluated: Vec<(Issue, crate::issue::Evaluation)> = Vec::new();
-    for payload in issues.values() {
+    // Issues a delivery names go first: a merge frees its slot before the others are tidied.
+    let mut ordered: Vec<&IssuePayload> = issues.values().collect();
+    ordered.sort_by_key(|i| (!named_by_delivery.contains(&i.number), i.number));
+    for payload in ordered {
         let issue = payload.to_issue();
         let comments: Vec<Comment> = all_comments.remove(&issue.number).unwrap_or_default();
         let evaluation = evaluate(&issue, &comments, &rules, is_closed);
