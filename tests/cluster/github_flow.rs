@@ -557,15 +557,16 @@ async fn every_delivery_again_twice_and_shuffled_changes_nothing() {
     let first = github
         .open_issue(ALICE, "First", "## Clarifying Questions\n1. Which?\n", &[])
         .await;
-    let second = github
-        .open_issue(ALICE, "Second", "Plain work.", &["priority:low"])
-        .await;
     github.comment(ALICE, first, "A1: this").await;
     let task = eventually(PATIENCE, || async {
         let task = task_of(&scope, first).await?;
         (task.phase() == Phase::Running).then_some(task)
     })
     .await;
+    // Opened once the first runs, so it waits for the one slot.
+    let second = github
+        .open_issue(ALICE, "Second", "Plain work.", &["priority:low"])
+        .await;
     let pr = github
         .open_pull_request(
             task.spec.branch.as_deref().unwrap(),
