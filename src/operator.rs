@@ -93,12 +93,6 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
     );
 
     let admission_wakeup = Arc::new(Notify::new());
-    let scoped = |client: Client| -> Api<AgentTask> {
-        match &namespace {
-            Some(ns) => Api::namespaced(client, ns),
-            None => Api::all(client),
-        }
-    };
     let nodes = watch_into_store(
         Api::<Node>::all(client.clone()),
         watcher::Config::default(),
@@ -110,10 +104,7 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
         watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed"),
         admission_wakeup.clone(),
     );
-    let queues_api: Api<IssueQueue> = match &namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let queues_api: Api<IssueQueue> = scoped(&client, namespace.as_deref());
     let queues = watch_into_store(
         queues_api,
         watcher::Config::default(),
@@ -141,17 +132,17 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
         }
     });
 
-    let owned_pods: Api<Pod> = match &namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let controller = Controller::new(scoped(client.clone()), watcher::Config::default())
-        .owns(
-            owned_pods,
-            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
-        )
-        .with_config(ControllerConfig::default().concurrency(concurrency))
-        .shutdown_on_signal();
+    let owned_pods: Api<Pod> = scoped(&client, namespace.as_deref());
+    let controller = Controller::new(
+        scoped::<AgentTask>(&client, namespace.as_deref()),
+        watcher::Config::default(),
+    )
+    .owns(
+        owned_pods,
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+    )
+    .with_config(ControllerConfig::default().concurrency(concurrency))
+    .shutdown_on_signal();
 
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
@@ -212,14 +203,8 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
     let admission = tokio::spawn(admission::run(ctx.clone(), synced));
 
     // IssueQueues reconcile on their own changes, on delivery records and on their tasks.
-    let scoped_queues: Api<IssueQueue> = match &namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
-    let scoped_records: Api<ConfigMap> = match &namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
+    let scoped_queues: Api<IssueQueue> = scoped(&ctx.client, namespace.as_deref());
+    let scoped_records: Api<ConfigMap> = scoped(&ctx.client, namespace.as_deref());
     let queue_controller = Controller::new(scoped_queues, watcher::Config::default())
         .watches(
             scoped_records,
@@ -230,7 +215,7 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
             },
         )
         .watches(
-            scoped(ctx.client.clone()),
+            scoped::<AgentTask>(&ctx.client, namespace.as_deref()),
             watcher::Config::default(),
             |task: AgentTask| {
                 Some(ObjectRef::new(task.spec.queue_ref.as_deref()?).within(&task.namespace()?))
@@ -272,16 +257,24 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    let api: Api<K> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let api: Api<K> = scoped(client, namespace);
     match api.list(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => {
             Err(StartupError::MissingCrd { kind })
         }
         Err(source) => Err(StartupError::Forbidden { kind, source }),
+    }
+}
+
+/// The API of `K` in the watched namespace, or in all namespaces.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     }
 }
 

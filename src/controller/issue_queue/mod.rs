@@ -620,7 +620,6 @@ fn task_view(task: &AgentTask) -> TaskView {
         reason: status.reason.clone(),
         message: status.message.clone(),
         admission_time: status.admission_time.map(|t| t.0),
-        completion_time: status.completion_time.map(|t| t.0),
         created: task.metadata.creation_timestamp.as_ref().map(|t| t.0),
     }
 }

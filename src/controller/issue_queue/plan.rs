@@ -35,7 +35,6 @@ pub struct TaskView {
     pub reason: Option<String>,
     pub message: Option<String>,
     pub admission_time: Option<Timestamp>,
-    pub completion_time: Option<Timestamp>,
     pub created: Option<Timestamp>,
 }
 
@@ -395,7 +394,6 @@ mod tests {
             reason: None,
             message: None,
             admission_time: Some(Timestamp::from_second(1_700_000_100).unwrap()),
-            completion_time: None,
             created: Some(Timestamp::from_second(1_700_000_050).unwrap()),
         }
     }
