@@ -90,6 +90,13 @@ struct Budget {
     writes: VecDeque<Instant>,
 }
 
+/// A successful (or not-modified) answer.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
 /// A page fetched before: sent again as `If-None-Match`, reused on `304 Not Modified`.
 struct CachedPage {
     etag: String,
@@ -211,7 +218,7 @@ impl GitHubClient {
                 self.repository
             ))
             .await?;
-        let (_, body) = self
+        let Answer { body, .. } = self
             .send(
                 Method::GET,
                 &format!(
@@ -294,7 +301,7 @@ impl GitHubClient {
     }
 
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let (_, body) = self
+        let Answer { body, .. } = self
             .send(Method::GET, path, None::<&()>, HeaderMap::new(), false)
             .await?;
         decode(path, &body)
@@ -306,7 +313,7 @@ impl GitHubClient {
         path: &str,
         body: &B,
     ) -> Result<T> {
-        let (_, answer) = self
+        let Answer { body: answer, .. } = self
             .send(method, path, Some(body), HeaderMap::new(), true)
             .await?;
         decode(path, &answer)
@@ -337,13 +344,14 @@ impl GitHubClient {
         {
             headers.insert(header::IF_NONE_MATCH, etag);
         }
-        let (response_headers, body) = self
+        let Answer {
+            status,
+            headers: response_headers,
+            body,
+        } = self
             .send(Method::GET, path, None::<&()>, headers, false)
             .await?;
-        if body.is_empty()
-            && cached_etag.is_some()
-            && response_headers.get("x-raibid-not-modified").is_some()
-        {
+        if status == StatusCode::NOT_MODIFIED {
             let pages = self
                 .pages
                 .lock()
@@ -378,8 +386,8 @@ impl GitHubClient {
             .unwrap_or_else(|| url.to_owned())
     }
 
-    /// One request through the budget. A `304 Not Modified` comes back as an empty body with
-    /// the marker header `x-raibid-not-modified`.
+    /// One request through the budget. Success and `304 Not Modified` come back as an
+    /// [`Answer`]; anything else is an error.
     async fn send<B: Serialize + ?Sized>(
         &self,
         method: Method,
@@ -387,7 +395,7 @@ impl GitHubClient {
         body: Option<&B>,
         extra_headers: HeaderMap,
         write: bool,
-    ) -> Result<(HeaderMap, Bytes)> {
+    ) -> Result<Answer> {
         self.admit(write)?;
         let transport = |source| GitHubError::Transport {
             method: method.clone(),
@@ -409,7 +417,7 @@ impl GitHubClient {
         }
         .map_err(transport)?;
         let status = response.status();
-        let mut headers = response.headers().clone();
+        let headers = response.headers().clone();
         self.observe(status, &headers);
         let bytes = response
             .into_body()
@@ -417,12 +425,12 @@ impl GitHubClient {
             .await
             .map_err(transport)?
             .to_bytes();
-        if status == StatusCode::NOT_MODIFIED {
-            headers.insert("x-raibid-not-modified", HeaderValue::from_static("1"));
-            return Ok((headers, Bytes::new()));
-        }
-        if status.is_success() {
-            return Ok((headers, bytes));
+        if status.is_success() || status == StatusCode::NOT_MODIFIED {
+            return Ok(Answer {
+                status,
+                headers,
+                body: bytes,
+            });
         }
         if let Some(until) = self.blocked_until() {
             return Err(GitHubError::RateLimited { until });
