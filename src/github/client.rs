@@ -97,6 +97,13 @@ struct Answer {
     body: Bytes,
 }
 
+/// An installation token GitHub issued, and when it stops working.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct InstallationToken {
+    pub token: String,
+    pub expires_at: Timestamp,
+}
+
 /// A page fetched before: sent again as `If-None-Match`, reused on `304 Not Modified`.
 struct CachedPage {
     etag: String,
@@ -107,6 +114,9 @@ struct CachedPage {
 /// A client for one repository.
 pub struct GitHubClient {
     octocrab: Octocrab,
+    /// With GitHub App auth: the client that speaks as the App itself (JWT), which issues
+    /// installation tokens, and the installation.
+    app: Option<(Octocrab, u64)>,
     api_url: String,
     repository: String,
     pages: Mutex<HashMap<String, CachedPage>>,
@@ -128,8 +138,11 @@ impl GitHubClient {
         let builder = Octocrab::builder()
             .base_uri(api_url)
             .map_err(|e| GitHubError::Setup(format!("invalid API URL {api_url}: {e}")))?;
-        let octocrab = match credentials {
-            Credentials::Token(token) => builder.personal_token(token).build(),
+        let setup = |e: octocrab::Error| GitHubError::Setup(e.to_string());
+        let (octocrab, app) = match credentials {
+            Credentials::Token(token) => {
+                (builder.personal_token(token).build().map_err(setup)?, None)
+            }
             Credentials::App {
                 app_id,
                 private_key_pem,
@@ -141,15 +154,14 @@ impl GitHubClient {
                             "the GitHub App private key is not an RSA PEM key: {e}"
                         ))
                     })?;
-                builder
-                    .app(app_id.into(), key)
-                    .build()
-                    .and_then(|app| app.installation(installation_id.into()))
+                let app = builder.app(app_id.into(), key).build().map_err(setup)?;
+                let installation = app.installation(installation_id.into()).map_err(setup)?;
+                (installation, Some((app, installation_id)))
             }
-        }
-        .map_err(|e| GitHubError::Setup(e.to_string()))?;
+        };
         Ok(Self {
             octocrab,
+            app,
             api_url: api_url.trim_end_matches('/').to_owned(),
             repository: repository.to_owned(),
             pages: Mutex::default(),
@@ -246,6 +258,39 @@ impl GitHubClient {
         let path = format!("/repos/{}/issues/{issue}/comments", self.repository);
         self.write_json(Method::POST, &path, &json!({ "body": body }))
             .await
+    }
+
+    /// With GitHub App auth, a new installation token that reaches only `repository` (an
+    /// installation covers one owner) and holds only `permissions`; `None` with token auth (there is nothing smaller to hand out).
+    pub async fn repository_token(
+        &self,
+        repository: &str,
+        permissions: &[(&str, &str)],
+    ) -> Result<Option<InstallationToken>> {
+        let Some((app, installation_id)) = &self.app else {
+            return Ok(None);
+        };
+        // GitHub names the installation's repositories without their owner.
+        let name = repository
+            .split_once('/')
+            .map_or(repository, |(_, name)| name);
+        let permissions: serde_json::Map<String, serde_json::Value> = permissions
+            .iter()
+            .map(|(scope, level)| ((*scope).to_owned(), json!(level)))
+            .collect();
+        let path = format!("/app/installations/{installation_id}/access_tokens");
+        let body = json!({ "repositories": [name], "permissions": permissions });
+        let Answer { body, .. } = self
+            .send_as(
+                app,
+                Method::POST,
+                &path,
+                Some(&body),
+                HeaderMap::new(),
+                false,
+            )
+            .await?;
+        decode(&path, &body).map(Some)
     }
 
     pub async fn update_comment(&self, id: u64, body: &str) -> Result<CommentPayload> {
@@ -396,6 +441,19 @@ impl GitHubClient {
         extra_headers: HeaderMap,
         write: bool,
     ) -> Result<Answer> {
+        self.send_as(&self.octocrab, method, path, body, extra_headers, write)
+            .await
+    }
+
+    async fn send_as<B: Serialize + ?Sized>(
+        &self,
+        octocrab: &Octocrab,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        extra_headers: HeaderMap,
+        write: bool,
+    ) -> Result<Answer> {
         self.admit(write)?;
         let transport = |source| GitHubError::Transport {
             method: method.clone(),
@@ -404,15 +462,11 @@ impl GitHubClient {
         };
         let uri = path.to_owned();
         let response = match method {
-            Method::GET => {
-                self.octocrab
-                    ._get_with_headers(uri, Some(extra_headers))
-                    .await
-            }
-            Method::POST => self.octocrab._post(uri, body).await,
-            Method::PATCH => self.octocrab._patch(uri, body).await,
-            Method::PUT => self.octocrab._put(uri, body).await,
-            Method::DELETE => self.octocrab._delete(uri, body).await,
+            Method::GET => octocrab._get_with_headers(uri, Some(extra_headers)).await,
+            Method::POST => octocrab._post(uri, body).await,
+            Method::PATCH => octocrab._patch(uri, body).await,
+            Method::PUT => octocrab._put(uri, body).await,
+            Method::DELETE => octocrab._delete(uri, body).await,
             _ => return Err(GitHubError::Setup(format!("unsupported method {method}"))),
         }
         .map_err(transport)?;

@@ -35,21 +35,78 @@ github:
     - {owner: raibid, name: demo, auto_init: true}
 "#;
 
+/// The GitHub App the operator can authenticate as, installed on the whole `raibid` org.
+pub const APP_ID: u64 = 4242;
+pub const INSTALLATION_ID: u64 = 77;
+/// A private repository of the same org: an agent's token must not reach it.
+pub const OTHER_REPOSITORY: &str = "raibid/other";
+
+/// The App and the second repository, appended to [`SEED`] (whose last list is `repos`).
+fn app_seed(private_key_pem: &str) -> String {
+    let permissions = "{contents: write, pull_requests: write, issues: write, metadata: read}";
+    let key: String = private_key_pem
+        .lines()
+        .map(|line| format!("        {line}\n"))
+        .collect();
+    format!(
+        r#"    - {{owner: raibid, name: other, private: true, auto_init: true}}
+  apps:
+    - app_id: {APP_ID}
+      slug: raibid-operator
+      name: Raibid Operator
+      permissions: {permissions}
+      events: [issues, issue_comment, pull_request]
+      installations:
+        - installation_id: {INSTALLATION_ID}
+          account: raibid
+          repository_selection: all
+          permissions: {permissions}
+          events: [issues, issue_comment, pull_request]
+      private_key: |
+{key}"#
+    )
+}
+
 pub struct Emulator {
     pub url: String,
     _child: Child,
 }
 
+fn node() -> String {
+    std::env::var("RAIBID_NODE22")
+        .expect("RAIBID_NODE22 is unset: run ./scripts/test, which installs the GitHub emulator")
+}
+
 impl Emulator {
     pub async fn start(dir: &std::path::Path) -> Self {
-        let node = std::env::var("RAIBID_NODE22").expect(
-            "RAIBID_NODE22 is unset: run ./scripts/test, which installs the GitHub emulator",
-        );
+        Self::launch(dir, SEED.to_owned()).await
+    }
+
+    /// With a GitHub App installed on the org; returns its private key (PEM) too.
+    pub async fn start_with_app(dir: &std::path::Path) -> (Self, String) {
+        let script = "const {generateKeyPairSync} = require('crypto'); \
+            const pair = generateKeyPairSync('rsa', {modulusLength: 2048, \
+              privateKeyEncoding: {type: 'pkcs1', format: 'pem'}, \
+              publicKeyEncoding: {type: 'pkcs1', format: 'pem'}}); \
+            process.stdout.write(pair.privateKey);";
+        let output = tokio::process::Command::new(node())
+            .args(["-e", script])
+            .output()
+            .await
+            .expect("generate the App's key with Node");
+        assert!(output.status.success(), "{output:?}");
+        let key = String::from_utf8(output.stdout).unwrap();
+        let seed = format!("{SEED}{}", app_seed(&key));
+        (Self::launch(dir, seed).await, key)
+    }
+
+    async fn launch(dir: &std::path::Path, seed_text: String) -> Self {
+        let node = node();
         let entry =
             std::env::var("RAIBID_EMULATE").expect("RAIBID_EMULATE is unset: run ./scripts/test");
         let port = free_port();
         let seed = dir.join("github-seed.yaml");
-        std::fs::write(&seed, SEED).unwrap();
+        std::fs::write(&seed, seed_text).unwrap();
         let log = std::fs::File::create(dir.join("emulator.log")).unwrap();
         let child = tokio::process::Command::new(node)
             .arg(entry)
@@ -196,36 +253,49 @@ impl Emulator {
 
     /// What an agent does when it is done: a branch with a commit, and a pull request.
     pub async fn open_pull_request(&self, branch: &str, body: &str) -> u64 {
-        let main = self
-            .get(ALICE, &format!("/repos/{REPOSITORY}/git/ref/heads/main"))
+        self.open_pull_request_as(ALICE, REPOSITORY, branch, body)
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The same, with `token`, in `repository`; the first refusal is the error.
+    pub async fn open_pull_request_as(
+        &self,
+        token: &str,
+        repository: &str,
+        branch: &str,
+        body: &str,
+    ) -> Result<u64, String> {
+        let main = self
+            .get(ALICE, &format!("/repos/{repository}/git/ref/heads/main"))
+            .await?;
         let sha = main["object"]["sha"].as_str().unwrap().to_owned();
-        self.post(
-            ALICE,
-            &format!("/repos/{REPOSITORY}/git/refs"),
-            json!({"ref": format!("refs/heads/{branch}"), "sha": sha}),
-        )
-        .await;
         self.call(
-            ALICE,
+            token,
+            "POST",
+            &format!("/repos/{repository}/git/refs"),
+            Some(json!({"ref": format!("refs/heads/{branch}"), "sha": sha})),
+        )
+        .await?;
+        self.call(
+            token,
             "PUT",
             &format!(
-                "/repos/{REPOSITORY}/contents/{}.txt",
+                "/repos/{repository}/contents/{}.txt",
                 branch.replace('/', "-")
             ),
             Some(json!({"message": "agent work", "content": "ZG9uZQo=", "branch": branch})),
         )
-        .await
-        .unwrap();
+        .await?;
         let pr = self
-            .post(
-                ALICE,
-                &format!("/repos/{REPOSITORY}/pulls"),
-                json!({"title": "Agent work", "head": branch, "base": "main", "body": body}),
+            .call(
+                token,
+                "POST",
+                &format!("/repos/{repository}/pulls"),
+                Some(json!({"title": "Agent work", "head": branch, "base": "main", "body": body})),
             )
-            .await;
-        pr["number"].as_u64().unwrap()
+            .await?;
+        Ok(pr["number"].as_u64().unwrap())
     }
 
     pub async fn merge(&self, pull_request: u64) {

@@ -12,7 +12,10 @@ use raibid_operator::crd::{AgentTask, IssueQueue, Phase, QueueProfile};
 use serde_json::json;
 
 use crate::{
-    github_emulator::{ALICE, BOB, BOT, CAROL, Emulator, REPOSITORY, Relay, free_port, send},
+    github_emulator::{
+        ALICE, APP_ID, BOB, BOT, CAROL, Emulator, INSTALLATION_ID, OTHER_REPOSITORY, REPOSITORY,
+        Relay, free_port, send,
+    },
     support::{Operator, Scope, eventually, is_terminal},
 };
 
@@ -31,17 +34,37 @@ async fn setup_with(scope: &Scope, overrides: serde_json::Value) -> (Emulator, O
     (github, operator, queue)
 }
 
+/// How the operator authenticates to GitHub.
+enum Auth {
+    /// The bot's token, from the Secret `github-token`.
+    Token,
+    /// The emulator's GitHub App installation, key from the Secret `github-app`.
+    App,
+}
+
 /// Like `setup_with`, with the webhook going through a relay that keeps every delivery.
 async fn setup_relayed(
     scope: &Scope,
     overrides: serde_json::Value,
 ) -> (Emulator, Operator, String, Relay) {
+    setup_authenticated(scope, overrides, Auth::Token).await
+}
+
+async fn setup_authenticated(
+    scope: &Scope,
+    overrides: serde_json::Value,
+    auth: Auth,
+) -> (Emulator, Operator, String, Relay) {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&scope.namespace);
     std::fs::create_dir_all(&dir).unwrap();
-    let github = Emulator::start(&dir).await;
+    let (github, app_key) = match auth {
+        Auth::Token => (Emulator::start(&dir).await, String::new()),
+        Auth::App => Emulator::start_with_app(&dir).await,
+    };
     for (name, key, value) in [
         ("github-token", "token", BOT),
         ("github-webhook", "secret", "hook-secret"),
+        ("github-app", "private-key.pem", app_key.as_str()),
     ] {
         let secret: Secret =
             serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {key: value}}))
@@ -68,6 +91,12 @@ async fn setup_relayed(
             "resyncInterval": "1h",
         },
     });
+    if let Auth::App = auth {
+        queue["spec"]["github"] = json!({"apiUrl": github.url, "app": {
+            "appId": APP_ID, "installationId": INSTALLATION_ID,
+            "privateKeySecretRef": {"name": "github-app", "key": "private-key.pem"},
+        }});
+    }
     for (key, value) in overrides.as_object().unwrap() {
         queue["spec"][key] = value.clone();
     }
@@ -655,5 +684,113 @@ async fn every_delivery_again_twice_and_shuffled_changes_nothing() {
         snapshot().await,
         before,
         "replaying deliveries changed the outcome"
+    );
+}
+
+#[tokio::test]
+async fn an_app_queue_gives_each_agent_a_token_for_its_repository_alone_until_the_task_ends() {
+    let scope = Scope::new("github-app").await;
+    scope.add_dgx_nodes(1).await;
+    let (github, _operator, _queue, _relay) =
+        setup_authenticated(&scope, json!({"maxConcurrent": 1}), Auth::App).await;
+
+    let issue = github
+        .open_issue(ALICE, "Add search", "Add a search box.", &[])
+        .await;
+    let task = eventually(PATIENCE, || async {
+        let task = task_of(&scope, issue).await?;
+        (task.phase() == Phase::Running).then_some(task)
+    })
+    .await;
+    let secret_name = format!("{}-github-token", task.name_any());
+
+    // The pod reads its token from a Secret the task owns.
+    let pod = live_pod_of(&scope, &task.name_any())
+        .await
+        .expect("the agent pod");
+    let env = pod.spec.unwrap().containers[0].env.clone().unwrap();
+    let source = env
+        .iter()
+        .find(|e| e.name == "GITHUB_TOKEN")
+        .and_then(|e| e.value_from.clone()?.secret_key_ref)
+        .map(|s| s.name);
+    assert_eq!(source.as_deref(), Some(secret_name.as_str()));
+    let secret = scope.api::<Secret>().get(&secret_name).await.unwrap();
+    let owner = &secret.metadata.owner_references.clone().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str()),
+        ("AgentTask", task.metadata.uid.as_deref().unwrap())
+    );
+    let token = String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap();
+    assert!(token.starts_with("ghs_"), "an installation token");
+
+    // GitHub issued it for the one repository, with exactly the three write permissions.
+    let issued = github
+        .get(ALICE, "/_emulate/installation-tokens")
+        .await
+        .unwrap();
+    let repository_id = github
+        .get(ALICE, &format!("/repos/{REPOSITORY}"))
+        .await
+        .unwrap()["id"]
+        .clone();
+    let scoped: Vec<&serde_json::Value> = issued["installation_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["repository_selection"] == "selected")
+        .collect();
+    assert_eq!(scoped.len(), 1, "one token for one task: {issued}");
+    assert_eq!(scoped[0]["repository_ids"], json!([repository_id]));
+    assert_eq!(
+        scoped[0]["permissions"],
+        json!({"contents": "write", "pull_requests": "write", "issues": "write"})
+    );
+
+    // With it the agent cannot touch another repository of the same owner…
+    let refused = github
+        .open_pull_request_as(&token, OTHER_REPOSITORY, "raibid/escape", "nope")
+        .await;
+    let refusal = refused.expect_err("the token reached another repository");
+    assert!(
+        refusal.contains(&format!("{OTHER_REPOSITORY}/git/refs: 403")),
+        "refused for another reason: {refusal}"
+    );
+    // …and does its own work: branch, commit, pull request.
+    let branch = task.spec.branch.clone().unwrap();
+    let pr = github
+        .open_pull_request_as(&token, REPOSITORY, &branch, &format!("Closes #{issue}"))
+        .await
+        .expect("the agent's token opens its pull request");
+    eventually(PATIENCE, || async {
+        github
+            .labels(issue)
+            .await
+            .contains(&"status:pr-open".to_string())
+            .then_some(())
+    })
+    .await;
+
+    // The merge ends the task, and its credential with it.
+    github.merge(pr).await;
+    eventually(PATIENCE, || async {
+        let status = scope.task(&task.name_any()).await.status?;
+        let gone = scope
+            .api::<Secret>()
+            .get_opt(&secret_name)
+            .await
+            .unwrap()
+            .is_none();
+        (status.phase == Phase::Succeeded && gone).then_some(())
+    })
+    .await;
+    eventually(PATIENCE, || async {
+        (github.issue_state(issue).await == "closed").then_some(())
+    })
+    .await;
+    assert_eq!(
+        github.status_comments(issue).await.len(),
+        1,
+        "one status comment, written as the App"
     );
 }

@@ -4,18 +4,23 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
+    ByteString,
     api::core::v1::{
         Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource,
         EnvFromSource, EnvVar, EnvVarSource, Pod, PodSecurityContext, PodSpec,
-        ResourceRequirements, SeccompProfile, SecretEnvSource, SecretKeySelector, SecurityContext,
-        Volume, VolumeMount,
+        ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecretKeySelector,
+        SecretVolumeSource, SecurityContext, Volume, VolumeMount,
     },
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
+    jiff::Timestamp,
 };
 use kube::{Resource, ResourceExt};
 
-use super::settings::RunSettings;
-use crate::{admission::placement::GPU_RESOURCE, crd::AgentTask};
+use super::settings::{AgentCredential, RunSettings};
+use crate::{
+    admission::placement::GPU_RESOURCE,
+    crd::{AgentTask, issue_queue::SecretKeyRef},
+};
 
 /// Label on everything the operator creates.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -32,6 +37,19 @@ pub const QUEUE_LABEL: &str = "raibid.dev/queue";
 /// Where the agent finds its context file.
 pub const CONTEXT_DIR: &str = "/var/run/raibid";
 pub const CONTEXT_FILE: &str = "context.md";
+/// Where the agent finds its repository token (kept fresh while it runs; `GITHUB_TOKEN` holds
+/// the value the pod started with).
+pub const TOKEN_DIR: &str = "/var/run/secrets/raibid.dev/github";
+/// Key of the token in the task's credential Secret, and its file name.
+pub const TOKEN_KEY: &str = "token";
+/// Annotation on the credential Secret: when its token stops working (RFC 3339).
+pub const TOKEN_EXPIRES_ANNOTATION: &str = "raibid.dev/token-expires-at";
+/// What a repository token may do: push the branch, open the pull request, comment.
+pub const REPOSITORY_TOKEN_PERMISSIONS: [(&str, &str); 3] = [
+    ("contents", "write"),
+    ("pull_requests", "write"),
+    ("issues", "write"),
+];
 /// The agent's scratch space and working directory.
 pub const WORKSPACE_DIR: &str = "/workspace";
 /// The unprivileged user agents run as unless the image says otherwise.
@@ -49,6 +67,59 @@ pub fn pod_name(task: &AgentTask, attempt: u32) -> String {
 /// Name of the ConfigMap holding the task's context file.
 pub fn context_name(task: &AgentTask) -> String {
     format!("{}-context", task.name_any())
+}
+
+/// Name of the Secret holding the task's repository token (GitHub App queues).
+pub fn token_secret_name(task: &AgentTask) -> String {
+    format!("{}-github-token", task.name_any())
+}
+
+/// The Secret a task's agent reads its repository token from: owned by the task, so it goes
+/// with it at the latest; the controller deletes it as soon as the task ends.
+pub fn token_secret(task: &AgentTask, token: &str, expires_at: Timestamp) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(token_secret_name(task)),
+            namespace: task.namespace(),
+            labels: Some(common_labels(task)),
+            annotations: Some(BTreeMap::from([(
+                TOKEN_EXPIRES_ANNOTATION.to_owned(),
+                expires_at.to_string(),
+            )])),
+            owner_references: task.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([(
+            TOKEN_KEY.to_owned(),
+            ByteString(token.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+/// Whether a token expiring at `expires_at` must be replaced now: well before it stops
+/// working, so an agent reading the file never holds a dead token.
+pub fn token_needs_renewal(expires_at: Option<Timestamp>, now: Timestamp) -> bool {
+    expires_at.is_none_or(|at| {
+        now.checked_add(TOKEN_RENEWAL_MARGIN)
+            .is_ok_and(|horizon| horizon >= at)
+    })
+}
+
+/// How long before expiry a repository token is replaced. GitHub's last an hour; the task is
+/// looked at at least once a minute.
+pub const TOKEN_RENEWAL_MARGIN: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// The Secret and key the agent's `GITHUB_TOKEN` comes from.
+pub fn credential_source(task: &AgentTask, settings: &RunSettings) -> Option<SecretKeyRef> {
+    match settings.github_credential.as_ref()? {
+        AgentCredential::QueueToken(secret) => Some(secret.clone()),
+        AgentCredential::RepositoryToken => Some(SecretKeyRef {
+            name: token_secret_name(task),
+            key: TOKEN_KEY.to_owned(),
+        }),
+    }
 }
 
 /// The branch the agent pushes to.
@@ -143,7 +214,18 @@ pub fn agent_pod(task: &AgentTask, settings: &RunSettings, attempt: u32) -> Pod 
     if let Some(issue) = task.spec.issue {
         env.push(env_var("RAIBID_ISSUE", &issue.to_string()));
     }
-    if let Some(token) = &settings.github_token {
+    let credential = credential_source(task, settings);
+    let token_file = matches!(
+        settings.github_credential,
+        Some(AgentCredential::RepositoryToken)
+    );
+    if token_file {
+        env.push(env_var(
+            "GITHUB_TOKEN_FILE",
+            &format!("{TOKEN_DIR}/{TOKEN_KEY}"),
+        ));
+    }
+    if let Some(token) = &credential {
         env.push(EnvVar {
             name: "GITHUB_TOKEN".to_owned(),
             value_from: Some(EnvVarSource {
@@ -179,6 +261,61 @@ pub fn agent_pod(task: &AgentTask, settings: &RunSettings, attempt: u32) -> Pod 
         limits.insert(GPU_RESOURCE.to_owned(), gpus);
     }
 
+    let mut volume_mounts = vec![
+        VolumeMount {
+            name: "workspace".to_owned(),
+            mount_path: WORKSPACE_DIR.to_owned(),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "context".to_owned(),
+            mount_path: CONTEXT_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+    ];
+    let mut volumes = vec![
+        Volume {
+            name: "workspace".to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(
+                    agent
+                        .workspace_size
+                        .clone()
+                        .unwrap_or_else(|| Quantity(DEFAULT_WORKSPACE_SIZE.into())),
+                ),
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "context".to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: context_name(task),
+                default_mode: Some(0o444),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
+    if token_file {
+        volume_mounts.push(VolumeMount {
+            name: "github-token".to_owned(),
+            mount_path: TOKEN_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "github-token".to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(token_secret_name(task)),
+                default_mode: Some(0o400),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+
     let container = Container {
         name: "agent".to_owned(),
         image: Some(agent.image.clone()),
@@ -205,19 +342,7 @@ pub fn agent_pod(task: &AgentTask, settings: &RunSettings, attempt: u32) -> Pod 
             limits: Some(limits),
             ..ResourceRequirements::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "workspace".to_owned(),
-                mount_path: WORKSPACE_DIR.to_owned(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "context".to_owned(),
-                mount_path: CONTEXT_DIR.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(volume_mounts),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             privileged: Some(false),
@@ -263,30 +388,7 @@ pub fn agent_pod(task: &AgentTask, settings: &RunSettings, attempt: u32) -> Pod 
                 seccomp_profile: Some(runtime_default_seccomp()),
                 ..PodSecurityContext::default()
             }),
-            volumes: Some(vec![
-                Volume {
-                    name: "workspace".to_owned(),
-                    empty_dir: Some(EmptyDirVolumeSource {
-                        size_limit: Some(
-                            agent
-                                .workspace_size
-                                .clone()
-                                .unwrap_or_else(|| Quantity(DEFAULT_WORKSPACE_SIZE.into())),
-                        ),
-                        ..EmptyDirVolumeSource::default()
-                    }),
-                    ..Volume::default()
-                },
-                Volume {
-                    name: "context".to_owned(),
-                    config_map: Some(ConfigMapVolumeSource {
-                        name: context_name(task),
-                        default_mode: Some(0o444),
-                        ..ConfigMapVolumeSource::default()
-                    }),
-                    ..Volume::default()
-                },
-            ]),
+            volumes: Some(volumes),
             ..PodSpec::default()
         }),
         ..Pod::default()
@@ -399,27 +501,120 @@ mod tests {
         assert_eq!(env["HOME"], WORKSPACE_DIR);
     }
 
+    fn token_env_source(pod: &Pod) -> Option<(String, String)> {
+        let env = pod.spec.as_ref()?.containers[0].env.clone()?;
+        let token = env.iter().find(|e| e.name == "GITHUB_TOKEN")?;
+        assert_eq!(token.value, None, "never the token itself in the pod spec");
+        let source = token.value_from.as_ref()?.secret_key_ref.as_ref()?;
+        Some((source.name.clone(), source.key.clone()))
+    }
+
     #[test]
-    fn a_queue_task_gets_the_queues_github_token() {
+    fn a_task_without_a_queue_gets_no_github_token() {
         let task = task();
-        assert!(!env_of(&agent_pod(&task, &settings(&task), 1)).contains_key("GITHUB_TOKEN"));
+        let pod = agent_pod(&task, &settings(&task), 1);
+        assert_eq!(token_env_source(&pod), None);
+        assert!(!env_of(&pod).contains_key("GITHUB_TOKEN_FILE"));
+    }
+
+    #[test]
+    fn a_token_queue_hands_its_agents_the_queues_token_secret() {
+        let task = task();
         let mut with_token = settings(&task);
-        with_token.github_token = Some(crate::crd::issue_queue::SecretKeyRef {
+        with_token.github_credential = Some(AgentCredential::QueueToken(SecretKeyRef {
             name: "gh".into(),
             key: "token".into(),
-        });
+        }));
         let pod = agent_pod(&task, &with_token, 1);
-        let env = pod.spec.unwrap().containers[0].env.clone().unwrap();
-        let token = env.iter().find(|e| e.name == "GITHUB_TOKEN").unwrap();
-        let source = token
-            .value_from
-            .as_ref()
+        assert_eq!(token_env_source(&pod), Some(("gh".into(), "token".into())));
+        let spec = pod.spec.unwrap();
+        assert!(
+            spec.volumes
+                .unwrap()
+                .iter()
+                .all(|v| v.name != "github-token"),
+            "nothing refreshes a queue token, so there is no file to follow"
+        );
+    }
+
+    #[test]
+    fn an_app_queue_hands_its_agents_the_tasks_own_repository_token() {
+        let task = task();
+        let mut app = settings(&task);
+        app.github_credential = Some(AgentCredential::RepositoryToken);
+        let pod = agent_pod(&task, &app, 1);
+        assert_eq!(
+            token_env_source(&pod),
+            Some(("fix-login-github-token".into(), TOKEN_KEY.into()))
+        );
+        assert_eq!(
+            env_of(&pod)["GITHUB_TOKEN_FILE"],
+            "/var/run/secrets/raibid.dev/github/token"
+        );
+        let spec = pod.spec.unwrap();
+        let volume = spec
+            .volumes
             .unwrap()
-            .secret_key_ref
-            .as_ref()
+            .into_iter()
+            .find(|v| v.name == "github-token")
             .unwrap();
-        assert_eq!((source.name.as_str(), source.key.as_str()), ("gh", "token"));
-        assert_eq!(token.value, None, "never the token itself in the pod spec");
+        let secret = volume.secret.unwrap();
+        assert_eq!(
+            secret.secret_name.as_deref(),
+            Some("fix-login-github-token")
+        );
+        assert_eq!(secret.default_mode, Some(0o400));
+        let mount = spec.containers[0]
+            .volume_mounts
+            .clone()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.name == "github-token")
+            .unwrap();
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            (TOKEN_DIR, Some(true))
+        );
+    }
+
+    #[test]
+    fn the_token_secret_belongs_to_the_task_and_says_when_it_expires() {
+        let task = task();
+        let expires: Timestamp = "2026-11-27T10:00:00Z".parse().unwrap();
+        let secret = token_secret(&task, "ghs_abc", expires);
+        assert_eq!(
+            secret.metadata.name.as_deref(),
+            Some("fix-login-github-token")
+        );
+        assert_eq!(secret.metadata.namespace.as_deref(), Some("agents"));
+        let owner = &secret.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+            ("AgentTask", "fix-login", Some(true))
+        );
+        assert_eq!(
+            secret.metadata.annotations.unwrap()[TOKEN_EXPIRES_ANNOTATION],
+            "2026-11-27T10:00:00Z"
+        );
+        assert_eq!(secret.metadata.labels.unwrap()[TASK_LABEL], "fix-login");
+        assert_eq!(secret.data.unwrap()[TOKEN_KEY].0, b"ghs_abc");
+    }
+
+    #[test]
+    fn tokens_are_renewed_a_margin_before_they_expire() {
+        let now: Timestamp = "2026-11-27T10:00:00Z".parse().unwrap();
+        let at = |minutes: i64| {
+            Some(
+                now.checked_add(jiff::SignedDuration::from_mins(minutes))
+                    .unwrap(),
+            )
+        };
+        assert!(token_needs_renewal(None, now), "no token yet");
+        assert!(token_needs_renewal(at(-1), now), "expired");
+        assert!(token_needs_renewal(at(10), now), "inside the margin");
+        assert!(token_needs_renewal(at(15), now), "at the margin");
+        assert!(!token_needs_renewal(at(16), now));
+        assert!(!token_needs_renewal(at(60), now), "a fresh token");
     }
 
     #[test]
@@ -443,7 +638,9 @@ mod tests {
     #[test]
     fn pod_meets_the_restricted_pod_security_standard() {
         let task = task();
-        let spec = agent_pod(&task, &settings(&task), 1).spec.unwrap();
+        let mut with_every_volume = settings(&task);
+        with_every_volume.github_credential = Some(AgentCredential::RepositoryToken);
+        let spec = agent_pod(&task, &with_every_volume, 1).spec.unwrap();
         assert_eq!(spec.automount_service_account_token, Some(false));
         let pod_sc = spec.security_context.unwrap();
         assert_eq!(pod_sc.run_as_non_root, Some(true));
@@ -454,7 +651,9 @@ mod tests {
         assert_eq!(sc.run_as_non_root, Some(true));
         for volume in spec.volumes.unwrap() {
             assert!(
-                volume.empty_dir.is_some() || volume.config_map.is_some(),
+                volume.empty_dir.is_some()
+                    || volume.config_map.is_some()
+                    || volume.secret.is_some(),
                 "restricted allows only ephemeral volume types, got {volume:?}"
             );
         }

@@ -13,7 +13,7 @@ pub mod transition;
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::{
-    api::core::v1::{ConfigMap, Pod},
+    api::core::v1::{ConfigMap, Pod, Secret},
     jiff::Timestamp,
 };
 use kube::{
@@ -30,12 +30,13 @@ use tracing::{info, instrument, warn};
 
 use self::{
     progress::{Failure, PodProgress, human},
-    settings::{ProfileError, RunSettings},
+    settings::{AgentCredential, ProfileError, RunSettings},
     transition::{CONDITION_ADMITTED, Transition},
 };
-use super::{Context, FIELD_MANAGER};
+use super::{Context, FIELD_MANAGER, issue_queue};
 use crate::{
-    crd::{AgentTask, Phase, conditions},
+    crd::{AgentTask, IssueQueue, Phase, conditions},
+    github::client::GitHubError,
     metrics::{ErrorLabels, OutcomeLabels},
 };
 
@@ -52,6 +53,8 @@ pub enum Error {
     QueueNotFound { queue: String },
     #[error("the task has no namespace")]
     NoNamespace,
+    #[error("cannot issue the agent's repository token: {0}")]
+    RepositoryToken(#[source] Box<issue_queue::Error>),
 }
 
 impl Error {
@@ -61,6 +64,7 @@ impl Error {
             Self::Conflict => "Conflict",
             Self::QueueNotFound { .. } => "QueueNotFound",
             Self::NoNamespace => "NoNamespace",
+            Self::RepositoryToken(error) => error.reason(),
         }
     }
 }
@@ -99,6 +103,7 @@ pub async fn reconcile(task: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action
         };
         if status.reason.as_deref() != Some(wanted) {
             delete_pod(&pods, &desired::pod_name(&task, task.attempt())).await?;
+            discard_repository_token(&task, &ctx).await?;
             let transition = match merged_at {
                 Some(at) => Transition::PullRequestMerged {
                     number,
@@ -117,10 +122,11 @@ pub async fn reconcile(task: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action
         if phase == Phase::Succeeded {
             delete_pod(&pods, &desired::pod_name(&task, task.attempt())).await?;
         }
+        discard_repository_token(&task, &ctx).await?;
         return Ok(Action::await_change());
     }
 
-    let settings = match resolve_settings(&task, &ctx, &namespace).await? {
+    let settings = match resolve_settings(&task, &ctx)? {
         Ok(settings) => settings,
         Err(invalid) => {
             let failed = Transition::Failed {
@@ -134,6 +140,7 @@ pub async fn reconcile(task: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action
 
     if task.spec.cancel {
         delete_pod(&pods, &desired::pod_name(&task, task.attempt())).await?;
+        discard_repository_token(&task, &ctx).await?;
         let cancelled = Transition::Cancelled {
             message: "spec.cancel is set".into(),
         };
@@ -210,7 +217,12 @@ async fn follow_pod(
 ) -> Result<Action> {
     let attempt = task.attempt();
     let name = desired::pod_name(task, attempt);
-    let Some(pod) = pods.get_opt(&name).await? else {
+    let pod = pods.get_opt(&name).await?;
+    if settings.github_credential == Some(AgentCredential::RepositoryToken) && pod.is_some() {
+        // Renewed while the agent runs; it reads the file, which follows the Secret.
+        ensure_repository_token(task, ctx).await?;
+    }
+    let Some(pod) = pod else {
         if task.phase() == Phase::Running {
             let lost = Failure {
                 reason: progress::FailureReason::PodLost,
@@ -224,6 +236,9 @@ async fn follow_pod(
         // deleted). Only the task as the API server has it now may start a pod.
         if !is_current(task, ctx).await? {
             return Ok(Action::requeue(Duration::from_millis(200)));
+        }
+        if settings.github_credential == Some(AgentCredential::RepositoryToken) {
+            ensure_repository_token(task, ctx).await?;
         }
         create_pod(task, ctx, settings, attempt).await?;
         return Ok(Action::requeue(RECHECK));
@@ -357,32 +372,109 @@ async fn delete_pod(pods: &Api<Pod>, name: &str) -> Result<()> {
 
 /// Resolves the profile: inline, or from the task's IssueQueue. The outer error is a failed
 /// lookup (retried); the inner one a task that can never run as written.
-async fn resolve_settings(
-    task: &AgentTask,
-    ctx: &Context,
-    namespace: &str,
-) -> Result<Result<RunSettings, ProfileError>> {
+fn resolve_settings(task: &AgentTask, ctx: &Context) -> Result<Result<RunSettings, ProfileError>> {
     let Some(queue_name) = task.spec.queue_ref.clone() else {
         return Ok(RunSettings::resolve(task, &[]));
     };
-    let queue = ctx
-        .stores
-        .queues
-        .get(&ObjectRef::new(&queue_name).within(namespace));
-    let Some(queue) = queue else {
+    let Some(queue) = queue_of(task, ctx) else {
         if task.spec.profile_ref.is_some() {
             return Err(Error::QueueNotFound { queue: queue_name });
         }
         return Ok(RunSettings::resolve(task, &[]));
     };
-    // The agent pushes its branch and opens its pull request with the queue's token. (With a
-    // GitHub App, a per-task installation token limited to the repository is still to come.)
+    // The agent pushes its branch and opens its pull request with the smallest credential
+    // the queue's auth mode allows.
+    let credential = match (&queue.spec.github.app, &queue.spec.github.token_secret_ref) {
+        (Some(_), _) => Some(AgentCredential::RepositoryToken),
+        (None, Some(token)) => Some(AgentCredential::QueueToken(token.clone())),
+        (None, None) => None,
+    };
     Ok(
         RunSettings::resolve(task, &queue.spec.profiles).map(|mut settings| {
-            settings.github_token = queue.spec.github.token_secret_ref.clone();
+            settings.github_credential = credential;
             settings
         }),
     )
+}
+
+fn queue_of(task: &AgentTask, ctx: &Context) -> Option<Arc<IssueQueue>> {
+    let name = task.spec.queue_ref.as_ref()?;
+    ctx.stores
+        .queues
+        .get(&ObjectRef::new(name).within(&task.namespace()?))
+}
+
+/// GitHub App queues: makes sure the task's repository token exists and is not about to
+/// expire. Written before the pod that reads it is created.
+async fn ensure_repository_token(task: &AgentTask, ctx: &Context) -> Result<()> {
+    let namespace = task.namespace().ok_or(Error::NoNamespace)?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let name = desired::token_secret_name(task);
+    let expires_at = secrets.get_opt(&name).await?.and_then(|secret| {
+        secret
+            .metadata
+            .annotations?
+            .get(desired::TOKEN_EXPIRES_ANNOTATION)?
+            .parse()
+            .ok()
+    });
+    if !desired::token_needs_renewal(expires_at, Timestamp::now()) {
+        return Ok(());
+    }
+    let queue = queue_of(task, ctx).ok_or_else(|| Error::QueueNotFound {
+        queue: task.spec.queue_ref.clone().unwrap_or_default(),
+    })?;
+    let token_error = |error: issue_queue::Error| Error::RepositoryToken(Box::new(error));
+    let (github, _) = issue_queue::client(ctx, &queue)
+        .await
+        .map_err(token_error)?;
+    let token = github
+        .repository_token(
+            &task.spec.repository,
+            &desired::REPOSITORY_TOKEN_PERMISSIONS,
+        )
+        .await
+        .map_err(|e| token_error(e.into()))?
+        .ok_or_else(|| {
+            token_error(issue_queue::Error::GitHub(GitHubError::Setup(
+                "the queue no longer authenticates as a GitHub App".into(),
+            )))
+        })?;
+    let secret = desired::token_secret(task, &token.token, token.expires_at);
+    secrets
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    info!(secret = %name, expires_at = %token.expires_at, "issued the agent's repository token");
+    Ok(())
+}
+
+/// A task that has ended keeps no credential: its repository token's Secret goes at once
+/// (owner references would only remove it with the task).
+async fn discard_repository_token(task: &AgentTask, ctx: &Context) -> Result<()> {
+    if task.spec.queue_ref.is_none() {
+        return Ok(());
+    }
+    // A queue that is gone may have been an App queue: look rather than assume.
+    if queue_of(task, ctx).is_some_and(|q| q.spec.github.app.is_none()) {
+        return Ok(());
+    }
+    let namespace = task.namespace().ok_or(Error::NoNamespace)?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    match secrets
+        .delete(&desired::token_secret_name(task), &DeleteParams::default())
+        .await
+    {
+        Ok(_) => {
+            info!("deleted the agent's repository token");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Records a transition: status through server-side apply (guarded by the resourceVersion the

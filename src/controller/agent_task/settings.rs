@@ -34,8 +34,18 @@ pub struct RunSettings {
     pub unschedulable_timeout: Duration,
     pub pending_timeout: Duration,
     pub max_retries: u32,
-    /// The GitHub credential the agent gets as `GITHUB_TOKEN`: its queue's token Secret.
-    pub github_token: Option<SecretKeyRef>,
+    /// Where the agent's `GITHUB_TOKEN` comes from; none for a task without a queue.
+    pub github_credential: Option<AgentCredential>,
+}
+
+/// The GitHub credential an agent gets: as small as the queue's auth mode allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentCredential {
+    /// The queue authenticates with a token: the agent gets that token's Secret.
+    QueueToken(SecretKeyRef),
+    /// The queue is a GitHub App installation: the agent gets an installation token for the
+    /// task's repository alone, issued into a Secret the task owns.
+    RepositoryToken,
 }
 
 /// Why a task's profile cannot be used.
@@ -90,7 +100,7 @@ impl RunSettings {
                 .unwrap_or(DEFAULT_MAX_RETRIES),
             profile_name,
             agent,
-            github_token: None,
+            github_credential: None,
         })
     }
 

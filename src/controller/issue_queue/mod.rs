@@ -151,7 +151,11 @@ pub fn error_policy(queue: Arc<IssueQueue>, error: &Error, ctx: Arc<Context>) ->
     Action::requeue(wait.max(Duration::from_secs(1)))
 }
 
-async fn github(ctx: &Context, queue: &IssueQueue) -> Result<(Arc<GitHubClient>, Option<String>)> {
+/// The queue's GitHub client (built once per set of credentials) and the login it acts as.
+pub(crate) async fn client(
+    ctx: &Context,
+    queue: &IssueQueue,
+) -> Result<(Arc<GitHubClient>, Option<String>)> {
     let namespace = queue.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let read = |name: String, key: String| {
@@ -227,7 +231,7 @@ async fn github(ctx: &Context, queue: &IssueQueue) -> Result<(Arc<GitHubClient>,
 async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
     let namespace = queue.namespace().unwrap_or_default();
     let name = queue.name_any();
-    let (github, login) = github(ctx, queue).await?;
+    let (github, login) = client(ctx, queue).await?;
     let mut rules = Rules::from_queue(&queue.spec);
     rules.operator_login = login;
 
