@@ -202,9 +202,11 @@ impl GitHubClient {
             .collect())
     }
 
+    /// One issue, asked conditionally: an unchanged issue costs no rate limit.
     pub async fn issue(&self, number: u64) -> Result<IssuePayload> {
-        self.get_json(&format!("/repos/{}/issues/{number}", self.repository))
-            .await
+        let path = format!("/repos/{}/issues/{number}", self.repository);
+        let (body, _) = self.conditional_page(&path).await?;
+        decode(&path, &body)
     }
 
     /// An issue of any repository, for dependencies named as `owner/name#N`.
@@ -224,28 +226,19 @@ impl GitHubClient {
     /// Open pull requests (all pages) and the 100 most recently updated closed ones: what a
     /// resync needs to notice a merge or a close whose webhook was missed.
     pub async fn recent_pull_requests(&self) -> Result<Vec<PullRequestPayload>> {
-        let mut pulls: Vec<PullRequestPayload> = self
-            .all_pages(&format!(
-                "/repos/{}/pulls?state=open&per_page=100",
-                self.repository
-            ))
-            .await?;
-        let Answer { body, .. } = self
-            .send(
-                Method::GET,
-                &format!(
-                    "/repos/{}/pulls?state=closed&sort=updated&direction=desc&per_page=100",
-                    self.repository
-                ),
-                None::<&()>,
-                HeaderMap::new(),
-                false,
-            )
-            .await?;
-        pulls.extend(decode::<Vec<PullRequestPayload>>(
-            "closed pull requests",
-            &body,
-        )?);
+        let open_path = format!("/repos/{}/pulls?state=open&per_page=100", self.repository);
+        let closed_path = format!(
+            "/repos/{}/pulls?state=closed&sort=updated&direction=desc&per_page=100",
+            self.repository
+        );
+        let (open, closed) = futures::future::try_join(
+            self.all_pages::<PullRequestPayload>(&open_path),
+            // The first page only: older closed pull requests are history.
+            self.conditional_page(&closed_path),
+        )
+        .await?;
+        let mut pulls = open;
+        pulls.extend(decode::<Vec<PullRequestPayload>>(&closed_path, &closed.0)?);
         Ok(pulls)
     }
 

@@ -794,3 +794,99 @@ async fn an_app_queue_gives_each_agent_a_token_for_its_repository_alone_until_th
         "one status comment, written as the App"
     );
 }
+
+#[tokio::test]
+async fn a_draft_gets_one_enrichment_run_and_then_its_work() {
+    let scope = Scope::new("github-draft").await;
+    scope.add_dgx_nodes(1).await;
+    let enrich = QueueProfile {
+        name: "enrich".into(),
+        match_rules: None,
+        agent: scope.profile(Some("succeed"), "2s"),
+    };
+    let (github, _operator, _queue) = setup_with(
+        &scope,
+        json!({
+            "maxConcurrent": 1,
+            "enrichmentProfile": "enrich",
+            "profiles": [
+                serde_json::to_value(&enrich).unwrap(),
+                serde_json::to_value(QueueProfile {
+                    name: "agent".into(),
+                    match_rules: None,
+                    agent: scope.profile(None, "1s"),
+                })
+                .unwrap(),
+            ],
+        }),
+    )
+    .await;
+
+    let idea = github
+        .open_issue(ALICE, "Idea: dark mode", "Rough idea.", &["draft"])
+        .await;
+    let enrichment = eventually(PATIENCE, || async {
+        let task = task_of(&scope, idea).await?;
+        (task.phase() == Phase::Running).then_some(task)
+    })
+    .await;
+    assert_eq!(enrichment.spec.profile_ref.as_deref(), Some("enrich"));
+    assert_eq!(enrichment.labels()["raibid.dev/run"], "enrichment");
+    let prompt = enrichment.spec.prompt.clone().unwrap();
+    assert!(
+        prompt.contains("remove the `draft` label") && prompt.contains("Rough idea."),
+        "{prompt}"
+    );
+
+    // The enrichment agent shapes the issue: a question, and no more draft.
+    github
+        .call(
+            BOT,
+            "PATCH",
+            &format!("/repos/{REPOSITORY}/issues/{idea}"),
+            Some(json!({"body": "Offer a dark theme.\n\n## Clarifying Questions\n1. Dark by default?\n"})),
+        )
+        .await
+        .unwrap();
+    github
+        .call(
+            BOT,
+            "DELETE",
+            &format!("/repos/{REPOSITORY}/issues/{idea}/labels/draft"),
+            None,
+        )
+        .await
+        .unwrap();
+    eventually(PATIENCE, || async {
+        let done = scope.task(&enrichment.name_any()).await.phase() == Phase::Succeeded;
+        let waiting = github
+            .labels(idea)
+            .await
+            .contains(&"waiting:answers".to_string());
+        (done && waiting).then_some(())
+    })
+    .await;
+    assert_eq!(
+        scope
+            .api::<AgentTask>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1,
+        "one enrichment run, and no work before the answer"
+    );
+
+    // The answer releases the issue's work: a second task with the queue's agent profile.
+    github.comment(ALICE, idea, "A1: yes").await;
+    let work = eventually(PATIENCE, || async {
+        let task = task_of(&scope, idea).await?;
+        (task.name_any() != enrichment.name_any() && task.phase() == Phase::Running).then_some(task)
+    })
+    .await;
+    assert_eq!(work.spec.profile_ref.as_deref(), Some("agent"));
+    assert!(!work.labels().contains_key("raibid.dev/run"));
+    assert!(work.spec.prompt.unwrap().contains("A1: yes"));
+    assert_eq!(github.status_comments(idea).await.len(), 1);
+}

@@ -217,31 +217,52 @@ async fn follow_pod(
 ) -> Result<Action> {
     let attempt = task.attempt();
     let name = desired::pod_name(task, attempt);
-    let pod = pods.get_opt(&name).await?;
+    let namespace = task.namespace().ok_or(Error::NoNamespace)?;
+    let cached = ctx
+        .stores
+        .pods
+        .get(&ObjectRef::new(&name).within(&namespace));
+    // A task admitted a moment ago has no pod yet, and the cache (live pods of the cluster)
+    // knows it: go straight to creating it, which is the path a freed GPU waits on. Anything
+    // else asks the API server, which also sees pods that have already ended.
+    let pod = if cached.is_none() && task.phase() == Phase::Starting {
+        None
+    } else {
+        pods.get_opt(&name).await?
+    };
     if settings.github_credential == Some(AgentCredential::RepositoryToken) && pod.is_some() {
         // Renewed while the agent runs; it reads the file, which follows the Secret.
         ensure_repository_token(task, ctx).await?;
     }
-    let Some(pod) = pod else {
-        if task.phase() == Phase::Running {
-            let lost = Failure {
-                reason: progress::FailureReason::PodLost,
-                message: format!("pod {name} disappeared while the agent ran"),
-                delete_pod: false,
-            };
-            return attempt_failed(task, ctx, settings, lost, now).await;
+    let pod = match pod {
+        Some(pod) => pod,
+        None => {
+            if task.phase() == Phase::Running {
+                let lost = Failure {
+                    reason: progress::FailureReason::PodLost,
+                    message: format!("pod {name} disappeared while the agent ran"),
+                    delete_pod: false,
+                };
+                return attempt_failed(task, ctx, settings, lost, now).await;
+            }
+            // Creating a pod is the one step no resourceVersion guards, and a cached task can be
+            // a step behind our own last write (the attempt may have just ended and its pod been
+            // deleted). Only the task as the API server has it now may start a pod.
+            if !is_current(task, ctx).await? {
+                return Ok(Action::requeue(Duration::from_millis(200)));
+            }
+            if settings.github_credential == Some(AgentCredential::RepositoryToken) {
+                ensure_repository_token(task, ctx).await?;
+            }
+            match create_pod(task, ctx, settings, attempt).await? {
+                Created::New => return Ok(Action::requeue(RECHECK)),
+                // This attempt's pod was made before (and may have ended already): follow it.
+                Created::AlreadyThere => match pods.get_opt(&name).await? {
+                    Some(existing) => existing,
+                    None => return Ok(Action::requeue(Duration::from_millis(200))),
+                },
+            }
         }
-        // Creating a pod is the one step no resourceVersion guards, and a cached task can be
-        // a step behind our own last write (the attempt may have just ended and its pod been
-        // deleted). Only the task as the API server has it now may start a pod.
-        if !is_current(task, ctx).await? {
-            return Ok(Action::requeue(Duration::from_millis(200)));
-        }
-        if settings.github_credential == Some(AgentCredential::RepositoryToken) {
-            ensure_repository_token(task, ctx).await?;
-        }
-        create_pod(task, ctx, settings, attempt).await?;
-        return Ok(Action::requeue(RECHECK));
     };
 
     let status = task.status.clone().unwrap_or_default();
@@ -330,34 +351,44 @@ async fn is_current(task: &AgentTask, ctx: &Context) -> Result<bool> {
     Ok(fresh.is_some_and(|fresh| fresh.resource_version() == task.resource_version()))
 }
 
+/// Whether `create_pod` made the pod or found it made.
+enum Created {
+    New,
+    AlreadyThere,
+}
+
 async fn create_pod(
     task: &AgentTask,
     ctx: &Context,
     settings: &RunSettings,
     attempt: u32,
-) -> Result<()> {
+) -> Result<Created> {
     let namespace = task.namespace().ok_or(Error::NoNamespace)?;
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
     let context = desired::context_config_map(task);
-    config_maps
-        .patch(
-            &desired::context_name(task),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&context),
-        )
-        .await?;
     let pod = desired::agent_pod(task, settings, attempt);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    match pods.create(&PostParams::default(), &pod).await {
+    // Both at once: the kubelet waits for a ConfigMap volume to exist, so the order does not
+    // matter, and a freed GPU waits on this step.
+    let context_name = desired::context_name(task);
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let context_patch = Patch::Apply(&context);
+    let post = PostParams::default();
+    let (context_written, created) = tokio::join!(
+        config_maps.patch(&context_name, &apply, &context_patch),
+        pods.create(&post, &pod),
+    );
+    context_written?;
+    match created {
         Ok(_) => {
             info!(
                 pod = pod.metadata.name.as_deref(),
                 attempt, "created agent pod"
             );
-            Ok(())
+            Ok(Created::New)
         }
         // The name is fixed per attempt: a pod that exists is this attempt's pod.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(Created::AlreadyThere),
         Err(error) => Err(error.into()),
     }
 }

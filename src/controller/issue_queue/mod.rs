@@ -23,7 +23,7 @@ use kube::{
     runtime::controller::Action,
 };
 use serde_json::json;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use self::plan::{CommentChange, LinkedPullRequest, TaskChange, TaskView, plan_issue};
 use super::{
@@ -41,7 +41,7 @@ use crate::{
     },
     github::{
         client::{Credentials, GitHubClient, GitHubError},
-        payload::{IssuePayload, PullRequestPayload},
+        payload::IssuePayload,
     },
     issue::{
         Comment, Issue, Rules, admission_order, evaluate, identity::issue_id, references::IssueRef,
@@ -52,6 +52,14 @@ use crate::{
 };
 
 pub const CONTROLLER: &str = "issuequeue";
+
+/// Label on a task that is not the issue's work: `enrichment` for a draft's enrichment run.
+pub const RUN_LABEL: &str = "raibid.dev/run";
+pub const ENRICHMENT_RUN: &str = "enrichment";
+/// What a draft's enrichment agent is asked to do (contract §5).
+const ENRICHMENT_INSTRUCTIONS: &str = "This issue is a draft. Improve its title and text so \
+that an agent can work on it; where people must decide something, add a `## Clarifying \
+Questions` section with numbered questions. Then remove the `draft` label. Change no code.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -229,17 +237,22 @@ pub(crate) async fn client(
 
 /// One full pass over the repository. Returns the queue status to record.
 async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
+    let started = std::time::Instant::now();
     let namespace = queue.namespace().unwrap_or_default();
     let name = queue.name_any();
-    let (github, login) = client(ctx, queue).await?;
+    let records_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    // Records are listed before GitHub is read, so whatever they announce is in what is read
+    // (and a record written later triggers another pass).
+    let selector = format!("{DELIVERY_LABEL}=true,{QUEUE_LABEL}={name}");
+    let ((github, login), records) = futures::future::try_join(client(ctx, queue), async {
+        Ok(records_api
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items)
+    })
+    .await?;
     let mut rules = Rules::from_queue(&queue.spec);
     rules.operator_login = login;
-
-    let records_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
-    let records = records_api
-        .list(&ListParams::default().labels(&format!("{DELIVERY_LABEL}=true,{QUEUE_LABEL}={name}")))
-        .await?
-        .items;
 
     let tasks: Vec<Arc<AgentTask>> = ctx
         .stores
@@ -252,12 +265,10 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
         })
         .collect();
 
-    let mut issues: BTreeMap<u64, IssuePayload> = github
-        .open_issues()
-        .await?
-        .into_iter()
-        .map(|i| (i.number, i))
-        .collect();
+    let (open_issues, mut pull_requests) =
+        futures::future::try_join(github.open_issues(), github.recent_pull_requests()).await?;
+    let mut issues: BTreeMap<u64, IssuePayload> =
+        open_issues.into_iter().map(|i| (i.number, i)).collect();
     let open_numbers: BTreeSet<u64> = issues.keys().copied().collect();
 
     // Pull requests named by deliveries or already known to tasks.
@@ -273,7 +284,6 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
     );
     // Recent pull requests repair missed webhooks; those named by deliveries or tasks are
     // read individually too, so an old one is never missed.
-    let mut pull_requests: Vec<PullRequestPayload> = github.recent_pull_requests().await?;
     for number in pr_numbers {
         if !pull_requests.iter().any(|p| p.number == number) {
             pull_requests.push(github.pull_request(number).await?);
@@ -297,16 +307,37 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
             .filter(|t| !t.phase().is_terminal())
             .filter_map(|t| t.spec.issue),
     );
-    wanted.extend(pull_requests.iter().flat_map(|p| p.linked_issues()));
-    for number in wanted.difference(&open_numbers) {
-        match github.issue(*number).await {
-            Ok(issue) if !issue.is_pull_request() => {
-                issues.insert(*number, issue);
+    // A closed pull request's issues matter when they are announced or have had an agent;
+    // the others are history, and reading them all on every pass would cost a request each.
+    let issues_with_tasks: BTreeSet<u64> = tasks.iter().filter_map(|t| t.spec.issue).collect();
+    wanted.extend(
+        pull_requests
+            .iter()
+            .filter(|p| p.state.as_deref() != Some("closed") || delivered_prs.contains(&p.number))
+            .flat_map(|p| p.linked_issues()),
+    );
+    wanted.extend(
+        pull_requests
+            .iter()
+            .flat_map(|p| p.linked_issues())
+            .filter(|n| issues_with_tasks.contains(n)),
+    );
+    let not_open: Vec<u64> = wanted.difference(&open_numbers).copied().collect();
+    for chunk in not_open.chunks(8) {
+        let github = &github;
+        let reads = chunk
+            .iter()
+            .map(|n| async move { (*n, github.issue(*n).await) });
+        for (number, read) in futures::future::join_all(reads).await {
+            match read {
+                Ok(issue) if !issue.is_pull_request() => {
+                    issues.insert(number, issue);
+                }
+                Ok(_) => {}
+                Err(GitHubError::Status { status, .. })
+                    if status.as_u16() == 404 || status.as_u16() == 410 => {}
+                Err(error) => return Err(error.into()),
             }
-            Ok(_) => {}
-            Err(GitHubError::Status { status, .. })
-                if status.as_u16() == 404 || status.as_u16() == 410 => {}
-            Err(error) => return Err(error.into()),
         }
     }
 
@@ -359,6 +390,7 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
         }
     }
 
+    let read_in = started.elapsed();
     let mut reminders = queue
         .status
         .as_ref()
@@ -366,6 +398,7 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
         .unwrap_or_default();
     let mut counts = IssueCounts::default();
     let mut evaluated: Vec<(Issue, crate::issue::Evaluation)> = Vec::new();
+    let mut github_writes: Vec<plan::IssuePlan> = Vec::new();
     // Issues a delivery names go first: a merge frees its slot before the others are tidied.
     let mut ordered: Vec<&IssuePayload> = issues.values().collect();
     ordered.sort_by_key(|i| (!named_by_delivery.contains(&i.number), i.number));
@@ -438,15 +471,16 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
             &rules,
             remind,
         );
-        carry_out(
+        // Tasks first, for every issue: a merge frees its GPU and a new candidate is queued
+        // before the slower GitHub writes of this pass begin.
+        change_task(
             ctx,
             queue,
-            &github,
             &rules,
             &issue,
             &comments,
             &evaluation,
-            &plan,
+            &plan.task,
         )
         .await?;
         if issue.open && rules.selects(&issue) {
@@ -463,6 +497,11 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
                 evaluated.push((issue, evaluation));
             }
         }
+        github_writes.push(plan);
+    }
+    // GitHub is written one request at a time, as it asks of integrations.
+    for plan in &github_writes {
+        write_to_github(&github, plan).await?;
     }
 
     for record in &records {
@@ -519,6 +558,13 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
         now,
     );
     status.observed_generation = generation;
+    debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        read_ms = read_in.as_millis() as u64,
+        issues = issues.len(),
+        records = records.len(),
+        "queue synced"
+    );
     for (type_, reason, message) in [
         (
             "GitHubReachable",
@@ -625,26 +671,40 @@ fn task_view(task: &AgentTask) -> TaskView {
         message: status.message.clone(),
         admission_time: status.admission_time.map(|t| t.0),
         created: task.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        enrichment: task
+            .labels()
+            .get(RUN_LABEL)
+            .is_some_and(|run| run == ENRICHMENT_RUN),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn carry_out(
+/// The task side of an issue's plan: only the API server is written.
+async fn change_task(
     ctx: &Context,
     queue: &IssueQueue,
-    github: &GitHubClient,
     rules: &Rules,
     issue: &Issue,
     comments: &[Comment],
     evaluation: &crate::issue::Evaluation,
-    plan: &plan::IssuePlan,
+    change: &TaskChange,
 ) -> Result<()> {
     let namespace = queue.namespace().unwrap_or_default();
     let tasks: Api<AgentTask> = Api::namespaced(ctx.client.clone(), &namespace);
-    match &plan.task {
+    match change {
         TaskChange::Keep => {}
-        TaskChange::Create { name, profile, .. } => {
-            let task = new_task(queue, rules, issue, comments, evaluation, name, profile);
+        TaskChange::Create {
+            name,
+            profile,
+            enrichment,
+            ..
+        } => {
+            let mut task = new_task(queue, rules, issue, comments, evaluation, name, profile);
+            if *enrichment {
+                task.labels_mut()
+                    .insert(RUN_LABEL.to_owned(), ENRICHMENT_RUN.to_owned());
+                let issue_text = task.spec.prompt.take().unwrap_or_default();
+                task.spec.prompt = Some(format!("{ENRICHMENT_INSTRUCTIONS}\n\n{issue_text}"));
+            }
             match tasks.create(&PostParams::default(), &task).await {
                 Ok(_) => info!(task = %name, issue = issue.number, "created agent task"),
                 Err(kube::Error::Api(status)) if status.code == 409 => {}
@@ -679,16 +739,22 @@ async fn carry_out(
                 .await?;
         }
     }
+    Ok(())
+}
+
+/// The GitHub side of an issue's plan: labels, the status comment, closing.
+async fn write_to_github(github: &GitHubClient, plan: &plan::IssuePlan) -> Result<()> {
+    let number = plan.number;
     if !plan.add_labels.is_empty() {
-        github.add_labels(issue.number, &plan.add_labels).await?;
+        github.add_labels(number, &plan.add_labels).await?;
     }
     for label in &plan.remove_labels {
-        github.remove_label(issue.number, label).await?;
+        github.remove_label(number, label).await?;
     }
     match &plan.comment {
         CommentChange::Keep => {}
         CommentChange::Create { body } => {
-            github.create_comment(issue.number, body).await?;
+            github.create_comment(number, body).await?;
         }
         CommentChange::Update { id, body } => {
             github.update_comment(*id, body).await?;
@@ -698,7 +764,7 @@ async fn carry_out(
         github.delete_comment(*id).await?;
     }
     if plan.close_issue {
-        github.close_issue(issue.number).await?;
+        github.close_issue(number).await?;
     }
     Ok(())
 }

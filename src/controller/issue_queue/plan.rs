@@ -36,6 +36,8 @@ pub struct TaskView {
     pub message: Option<String>,
     pub admission_time: Option<Timestamp>,
     pub created: Option<Timestamp>,
+    /// A draft's enrichment run: it improves the issue text and is not the issue's work.
+    pub enrichment: bool,
 }
 
 /// What to do with the issue's task.
@@ -47,6 +49,8 @@ pub enum TaskChange {
         name: String,
         attempt: u32,
         profile: String,
+        /// The draft's enrichment run rather than the issue's work.
+        enrichment: bool,
     },
     /// The issue closed or left the selection.
     Cancel {
@@ -127,6 +131,11 @@ pub fn plan_issue(
 ) -> IssuePlan {
     let latest = tasks.iter().max_by_key(|t| t.attempt);
     let active = latest.filter(|t| !t.phase.is_terminal());
+    // The issue's own work: a draft's enrichment run neither completes nor fails it.
+    let latest_work = tasks
+        .iter()
+        .filter(|t| !t.enrichment)
+        .max_by_key(|t| t.attempt);
     let merged = pull_requests.iter().find(|p| p.merged);
     let open_pr = pull_requests.iter().find(|p| p.open && !p.merged);
     let closed_unmerged = pull_requests.iter().find(|p| !p.open && !p.merged);
@@ -136,7 +145,7 @@ pub fn plan_issue(
     let mut close_issue = false;
     let mut task = TaskChange::Keep;
     let state = if let Some(pr) = merged {
-        if let Some(t) = latest.filter(|t| {
+        if let Some(t) = latest_work.filter(|t| {
             t.phase != Phase::Succeeded || t.reason.as_deref() != Some("PullRequestMerged")
         }) {
             task = TaskChange::CompleteMerged {
@@ -182,10 +191,10 @@ pub fn plan_issue(
     // label after it ended (the operator removes it when the run ends without success).
     // The operator never hands the ready label to such an issue itself, so a ready label on
     // it was put there by a person. A run whose pull request just closed counts as ended.
-    let ended_without_success = latest
+    let ended_without_success = latest_work
         .is_some_and(|t| matches!(t.phase, Phase::Failed | Phase::Cancelled))
         || matches!(task, TaskChange::FailClosed { .. });
-    let succeeded = latest.is_some_and(|t| t.phase == Phase::Succeeded);
+    let succeeded = latest_work.is_some_and(|t| t.phase == Phase::Succeeded);
     let assigned_elsewhere = issue.assignees.iter().any(|a| {
         rules
             .operator_login
@@ -202,7 +211,8 @@ pub fn plan_issue(
         && matches!(task, TaskChange::Keep);
     let draft_run_pending = state == IssueState::Draft
         && rules.enrichment_profile.is_some()
-        && tasks.is_empty()
+        && !tasks.iter().any(|t| t.enrichment)
+        && active.is_none()
         && issue.open
         && selected;
     if candidate || draft_run_pending {
@@ -212,6 +222,7 @@ pub fn plan_issue(
                 name: task_name(queue, issue.number, attempt),
                 attempt,
                 profile,
+                enrichment: draft_run_pending,
             };
         }
     }
@@ -395,6 +406,7 @@ mod tests {
             message: None,
             admission_time: Some(Timestamp::from_second(1_700_000_100).unwrap()),
             created: Some(Timestamp::from_second(1_700_000_050).unwrap()),
+            enrichment: false,
         }
     }
 
@@ -500,7 +512,8 @@ mod tests {
             TaskChange::Create {
                 name: "web-42-1".into(),
                 attempt: 1,
-                profile: "general".into()
+                profile: "general".into(),
+                enrichment: false
             }
         );
         let CommentChange::Create { body } = &p.comment else {
@@ -685,7 +698,8 @@ mod tests {
             TaskChange::Create {
                 name: "web-42-2".into(),
                 attempt: 2,
-                profile: "general".into()
+                profile: "general".into(),
+                enrichment: false
             }
         );
     }
@@ -746,20 +760,48 @@ mod tests {
             TaskChange::Create {
                 name: "web-42-1".into(),
                 attempt: 1,
-                profile: "enrich".into()
+                profile: "enrich".into(),
+                enrichment: true
             }
         );
-        let again = plan_issue(
-            QUEUE,
-            &draft,
-            &[],
-            &evaluation,
-            &[task(1, Phase::Succeeded)],
-            &[],
-            &rules,
-            None,
+        let enrichment = |phase| TaskView {
+            enrichment: true,
+            profile: Some("enrich".into()),
+            ..task(1, phase)
+        };
+        let plan_with = |issue: &Issue, tasks: &[TaskView]| {
+            let evaluation = evaluate(issue, &[], &rules, |_| false);
+            plan_issue(QUEUE, issue, &[], &evaluation, tasks, &[], &rules, None)
+        };
+        for phase in [Phase::Running, Phase::Succeeded, Phase::Failed] {
+            assert_eq!(
+                plan_with(&draft, &[enrichment(phase)]).task,
+                TaskChange::Keep,
+                "once: still a draft after an enrichment run that is {phase:?}"
+            );
+        }
+
+        // The agent removed `draft`: the issue's work starts as the next attempt, whether
+        // the enrichment run succeeded or failed.
+        let shaped = issue("a shaped idea", &[]);
+        for phase in [Phase::Succeeded, Phase::Failed] {
+            assert_eq!(
+                plan_with(&shaped, &[enrichment(phase)]).task,
+                TaskChange::Create {
+                    name: "web-42-2".into(),
+                    attempt: 2,
+                    profile: "general".into(),
+                    enrichment: false,
+                },
+                "an enrichment run that is {phase:?} is not the issue's work"
+            );
+        }
+        let running = plan_with(&shaped, &[enrichment(Phase::Running)]);
+        assert_eq!(
+            (running.task, running.state),
+            (TaskChange::Keep, IssueState::Running),
+            "never two agents on one issue"
         );
-        assert_eq!(again.task, TaskChange::Keep);
     }
 
     #[test]
