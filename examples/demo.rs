@@ -35,11 +35,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use github_emulator::{ALICE, BOB, BOT, Emulator, REPOSITORY, free_port};
+use futures::StreamExt;
+use github_emulator::{ALICE, BOB, BOT, Delivery, Emulator, REPOSITORY, Relay, free_port};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     api::{ListParams, PostParams},
+    runtime::{WatchStreamExt, watcher},
 };
 use raibid_operator::crd::{AgentTask, IssueQueue, Phase};
 use serde_json::json;
@@ -102,7 +104,8 @@ const ISSUES: [Seeded; 6] = [
         title: "Idea: dark mode",
         body: "Rough idea, needs shaping.",
         labels: &["draft"],
-        expected: "Draft",
+        // Its enrichment run adds a question nobody answers here.
+        expected: "WaitingForAnswers",
     },
     Seeded {
         key: "deps",
@@ -161,8 +164,15 @@ async fn main() -> std::process::ExitCode {
             "github": {"apiUrl": github.url, "tokenSecretRef": {"name": "github-token", "key": "token"}},
             "webhookSecretRefs": [{"name": "github-webhook", "key": "secret"}],
             "maxConcurrent": 2,
-            "profiles": [{"name": "agent", "image": "ghcr.io/raibid-labs/agent:latest"}],
+            "profiles": [
+                {"name": "agent", "image": "ghcr.io/raibid-labs/agent:latest"},
+                // Drafts are shaped by a short CPU-only run (the simulated pod succeeds).
+                {"name": "enrich", "image": "ghcr.io/raibid-labs/agent:latest", "gpus": 0,
+                 "nodeSelector": {}, "podLabels": {"sim.raibid.dev/outcome": "succeed"},
+                 "podAnnotations": {"sim.raibid.dev/run-for": "3s"}},
+            ],
             "defaultProfile": "agent",
+            "enrichmentProfile": "enrich",
             "resyncInterval": "1m",
         },
     }))
@@ -195,31 +205,22 @@ async fn main() -> std::process::ExitCode {
             .then_some(())
     })
     .await;
-    github
-        .add_webhook(
-            &format!("http://127.0.0.1:{port}/webhooks/github"),
-            "demo-secret",
-        )
-        .await;
+    // Deliveries pass through a relay that notes when each arrived; watches note when each
+    // task and pod appeared. Latencies are measured between the two.
+    let relay = Relay::start(format!("http://127.0.0.1:{port}/webhooks/github")).await;
+    github.add_webhook(&relay.url, "demo-secret").await;
+    let task_seen = first_seen::<AgentTask>(client.clone());
+    let pod_seen = first_seen::<Pod>(client.clone());
     demo.say(
         "operator watching namespace demo; webhook points at it; maxConcurrent 2, two DGX Sparks",
     );
 
     let tasks: Api<AgentTask> = Api::namespaced(client.clone(), NAMESPACE);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
     let mut numbers: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut webhook_to_task: Vec<Duration> = Vec::new();
-    let mut webhook_to_pod: Vec<Duration> = Vec::new();
-    // When the GitHub action happened that made an issue's task due (opened, answered, its
-    // dependency merged) and its pod due (the same, or the merge that freed a slot).
-    let mut trigger: BTreeMap<u64, Instant> = BTreeMap::new();
-    let mut pod_trigger: BTreeMap<u64, Instant> = BTreeMap::new();
     for seeded in &ISSUES {
         let number = github
             .open_issue(ALICE, seeded.title, seeded.body, seeded.labels)
             .await;
-        trigger.insert(number, Instant::now());
-        pod_trigger.insert(number, Instant::now());
         numbers.insert(seeded.key, number);
         demo.say(format!(
             "opened #{number} {:?} {:?}",
@@ -228,8 +229,7 @@ async fn main() -> std::process::ExitCode {
     }
 
     let mut answered = false;
-    let mut seen_task: BTreeSet<u64> = BTreeSet::new();
-    let mut seen_pod: BTreeSet<u64> = BTreeSet::new();
+    let mut shaped: BTreeSet<u64> = BTreeSet::new();
     let mut pull_requests: BTreeMap<u64, (u64, Instant)> = BTreeMap::new();
     let mut merged: BTreeSet<u64> = BTreeSet::new();
     let mut last_phase: BTreeMap<String, Phase> = BTreeMap::new();
@@ -249,8 +249,6 @@ async fn main() -> std::process::ExitCode {
             github
                 .comment(ALICE, numbers["login"], "A1: GitHub\nA2: read:user")
                 .await;
-            trigger.insert(numbers["login"], Instant::now());
-            pod_trigger.insert(numbers["login"], Instant::now());
             answered = true;
             demo.say(format!(
                 "alice answers both questions on #{} (bob, an outsider, answered one)",
@@ -262,11 +260,6 @@ async fn main() -> std::process::ExitCode {
                 continue;
             };
             let name = task.name_any();
-            if seen_task.insert(issue) {
-                if let Some(at) = trigger.get(&issue) {
-                    webhook_to_task.push(at.elapsed());
-                }
-            }
             let phase = task.phase();
             if last_phase.get(&name) != Some(&phase) {
                 let node = task
@@ -282,19 +275,33 @@ async fn main() -> std::process::ExitCode {
                 demo.say(format!("#{issue} task {name}: {phase:?} {node} {reason}"));
                 last_phase.insert(name.clone(), phase);
             }
-            if phase == Phase::Running && !seen_pod.contains(&issue) {
-                let has_pod = !pods
-                    .list(&ListParams::default().labels(&format!("raibid.dev/task={name}")))
-                    .await
-                    .unwrap()
-                    .items
-                    .is_empty();
-                if has_pod {
-                    if let Some(at) = pod_trigger.get(&issue) {
-                        webhook_to_pod.push(at.elapsed());
-                    }
-                    seen_pod.insert(issue);
+            let enrichment =
+                task.labels().get("raibid.dev/run").map(String::as_str) == Some("enrichment");
+            if enrichment {
+                if phase == Phase::Running && shaped.insert(issue) {
+                    github
+                        .call(
+                            BOT,
+                            "PATCH",
+                            &format!("/repos/{REPOSITORY}/issues/{issue}"),
+                            Some(json!({"body": "Offer a dark theme next to the light one.\n\n## Clarifying Questions\n1. Should dark be the default?\n"})),
+                        )
+                        .await
+                        .unwrap();
+                    github
+                        .call(
+                            BOT,
+                            "DELETE",
+                            &format!("/repos/{REPOSITORY}/issues/{issue}/labels/draft"),
+                            None,
+                        )
+                        .await
+                        .unwrap();
+                    demo.say(format!(
+                        "enrichment agent of #{issue} rewrites it, adds a question, removes `draft`"
+                    ));
                 }
+                continue;
             }
             if phase == Phase::Running && !pull_requests.contains_key(&issue) {
                 let branch = task.spec.branch.clone().unwrap_or_default();
@@ -310,24 +317,13 @@ async fn main() -> std::process::ExitCode {
                 github.merge(pr).await;
                 demo.say(format!("bob merges PR #{pr} (#{issue})"));
                 merged.insert(issue);
-                // The merge frees a slot and may unblock dependents: what starts next counts
-                // from here.
-                let now = Instant::now();
-                for number in numbers.values() {
-                    if !seen_task.contains(number) {
-                        trigger.insert(*number, now);
-                    }
-                    if !seen_pod.contains(number) {
-                        pod_trigger.insert(*number, now);
-                    }
-                }
             }
         }
         let mut all_done = true;
         for key in &done_keys {
             all_done &= github.issue_state(numbers[key]).await == "closed";
         }
-        if all_done {
+        if all_done && shaped.contains(&numbers["idea"]) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -335,6 +331,8 @@ async fn main() -> std::process::ExitCode {
 
     // Summary.
     let mut failed = false;
+    // The operator may still be recording the last states.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let mut rows = Vec::new();
     println!(
         "\n{:<6} {:<28} {:<11} {:<11} {:>6} {:>10} {:>8}",
@@ -372,6 +370,9 @@ async fn main() -> std::process::ExitCode {
         rows.push(json!({"number": number, "expectedState": seeded.expected, "finalState": final_state,
             "agentTasks": issue_tasks.len(), "duplicateAgentTasks": duplicates, "statusComments": comments.len()}));
     }
+    let deliveries = relay.seen.lock().unwrap().clone();
+    let mut webhook_to_task = latencies(&deliveries, &task_seen.lock().unwrap());
+    let mut webhook_to_pod = latencies(&deliveries, &pod_seen.lock().unwrap());
     let latency = |samples: &mut Vec<Duration>| {
         samples.sort();
         let pick = |q: f64| {
@@ -380,14 +381,15 @@ async fn main() -> std::process::ExitCode {
                 .map(|d| d.as_millis())
                 .unwrap_or(0)
         };
-        json!({"p50": pick(0.5), "p99": pick(0.99), "samples": samples.len()})
+        let all: Vec<u128> = samples.iter().map(Duration::as_millis).collect();
+        json!({"p50": pick(0.5), "p99": pick(0.99), "samples": samples.len(), "allMs": all})
     };
     let summary = json!({
         "issues": rows,
         "latencyMs": {"webhookToTask": latency(&mut webhook_to_task), "webhookToPod": latency(&mut webhook_to_pod)},
     });
     println!(
-        "\nlatency from the GitHub action that made an issue's task (or pod) due to the object being seen\n(polled every 100 ms, so up to ~100 ms high): webhook->task {}, webhook->pod {}",
+        "\nlatency from the emulator's delivery that made an issue's task (or pod) due to the object\nappearing in a watch of the API server: webhook->task {}, webhook->pod {}",
         summary["latencyMs"]["webhookToTask"], summary["latencyMs"]["webhookToPod"]
     );
     if let Some(path) = summary_path {
@@ -400,4 +402,70 @@ async fn main() -> std::process::ExitCode {
     }
     println!("every issue ended as expected");
     std::process::ExitCode::SUCCESS
+}
+
+/// When each object of kind `K` in the demo namespace first appeared (a watch's first event
+/// for it arrives within milliseconds of its creation), with its issue number.
+fn first_seen<K>(client: Client) -> std::sync::Arc<std::sync::Mutex<Vec<(u64, Instant)>>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<(u64, Instant)>>> = Default::default();
+    let keep = seen.clone();
+    let api: Api<K> = Api::namespaced(client, NAMESPACE);
+    tokio::spawn(async move {
+        let mut known: BTreeSet<String> = BTreeSet::new();
+        let mut objects = watcher(api, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(object)) = objects.next().await {
+            let at = Instant::now();
+            let issue = object
+                .labels()
+                .get("raibid.dev/issue")
+                .and_then(|n| n.parse().ok());
+            if let (Some(issue), true) = (issue, known.insert(object.name_any())) {
+                keep.lock().unwrap().push((issue, at));
+            }
+        }
+    });
+    seen
+}
+
+/// For every object that appeared, the time since the delivery that made it due: the last
+/// delivery before it that a person caused (not the operator's own labels and comments) and
+/// that names its issue or merges a pull request (which frees a slot or a dependency).
+fn latencies(deliveries: &[Delivery], appeared: &[(u64, Instant)]) -> Vec<Duration> {
+    let triggers: Vec<(Instant, BTreeSet<u64>, bool)> = deliveries
+        .iter()
+        .filter_map(|d| {
+            let body: serde_json::Value = serde_json::from_slice(&d.body).ok()?;
+            if body["sender"]["login"] == "raibid-bot" {
+                return None;
+            }
+            let mut issues = BTreeSet::new();
+            issues.extend(body["issue"]["number"].as_u64());
+            let merge = body["pull_request"]["merged"] == true && body["action"] == "closed";
+            Some((d.received, issues, merge))
+        })
+        .collect();
+    appeared
+        .iter()
+        .filter_map(|(issue, at)| {
+            let trigger = triggers
+                .iter()
+                .filter(|(received, issues, merge)| {
+                    received <= at && (*merge || issues.contains(issue))
+                })
+                .map(|(received, _, _)| *received)
+                .max()?;
+            Some(at.duration_since(trigger))
+        })
+        .collect()
 }

@@ -11,6 +11,7 @@ use kube::{
         Controller, WatchStreamExt,
         controller::Config as ControllerConfig,
         events::{Recorder, Reporter},
+        predicates,
         reflector::{self, ObjectRef, Store},
         watcher,
     },
@@ -202,10 +203,17 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
     };
     let admission = tokio::spawn(admission::run(ctx.clone(), synced));
 
-    // IssueQueues reconcile on their own changes, on delivery records and on their tasks.
+    // IssueQueues reconcile on changes of their spec (not of their status: every sync writes
+    // it), on delivery records and on their tasks.
     let scoped_queues: Api<IssueQueue> = scoped(&ctx.client, namespace.as_deref());
     let scoped_records: Api<ConfigMap> = scoped(&ctx.client, namespace.as_deref());
-    let queue_controller = Controller::new(scoped_queues, watcher::Config::default())
+    let (queue_reader, queue_writer) = reflector::store();
+    let queue_changes = watcher(scoped_queues, watcher::Config::default())
+        .default_backoff()
+        .reflect(queue_writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let queue_controller = Controller::for_stream(queue_changes, queue_reader)
         .watches(
             scoped_records,
             watcher::Config::default().labels(&format!("{DELIVERY_LABEL}=true")),

@@ -334,6 +334,8 @@ pub fn free_port() -> u16 {
 pub struct Delivery {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When the emulator delivered it to the relay.
+    pub received: std::time::Instant,
 }
 
 /// Sits between the emulator and the operator: forwards every delivery at once and keeps a
@@ -357,7 +359,9 @@ impl Relay {
                 let keep = keep.clone();
                 let target = forward_to.clone();
                 async move {
+                    let received = std::time::Instant::now();
                     let delivery = Delivery {
+                        received,
                         headers: headers
                             .iter()
                             .filter(|(k, _)| {

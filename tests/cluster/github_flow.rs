@@ -152,7 +152,8 @@ async fn live_pod_of(scope: &Scope, task: &str) -> Option<Pod> {
 async fn questions_answers_agent_pull_request_merge_and_the_next_issue() {
     let scope = Scope::new("github-flow").await;
     scope.add_dgx_nodes(1).await;
-    let (github, _operator, _queue) = setup(&scope, 1, false).await;
+    let (github, _operator, _queue, relay) =
+        setup_relayed(&scope, json!({"maxConcurrent": 1})).await;
 
     // An issue with two questions waits, with its label and one status comment.
     let login = github
@@ -276,17 +277,37 @@ async fn questions_answers_agent_pull_request_merge_and_the_next_issue() {
     // The merge completes the task, closes the issue, and the next issue starts at once.
     let merged = Instant::now();
     github.merge(pr).await;
-    let next = eventually(PATIENCE, || async {
+    let (next, pod_at) = eventually(PATIENCE, || async {
         let task = task_of(&scope, crash).await?;
         live_pod_of(&scope, &task.name_any())
             .await
-            .map(|_| merged.elapsed())
+            .map(|_| (merged.elapsed(), Instant::now()))
     })
     .await;
-    println!("merge -> next agent pod: {} ms", next.as_millis());
-    // Measured 0.3-0.75 s alone and up to 1.7 s with the whole suite on two cores; the
-    // contract's 1 s is the goal, this bound keeps CI honest but not flaky until the queue
-    // sync reads less per delivery.
+    let merge_delivered = relay
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|d| {
+            let body: serde_json::Value = serde_json::from_slice(&d.body).unwrap_or_default();
+            body["action"] == "closed" && body["pull_request"]["merged"] == true
+        })
+        .map(|d| d.received)
+        .expect("the merge was delivered");
+    let operator_share = pod_at.duration_since(merge_delivered);
+    println!(
+        "merge -> next agent pod: {} ms (merge delivered -> pod: {} ms)",
+        next.as_millis(),
+        operator_share.as_millis()
+    );
+    // Alone: ~0.3 s from the merge, ~0.1 s of it the operator's. With the whole suite on two
+    // cores the emulator alone takes up to ~1.1 s to deliver and the operator ~0.65 s. The
+    // bounds keep CI from flaking; the demo and the closing note carry the measurements.
+    assert!(
+        operator_share < Duration::from_secs(2),
+        "the next agent started {operator_share:?} after the merge was delivered"
+    );
     assert!(
         next < Duration::from_secs(5),
         "the next agent started {next:?} after the merge"

@@ -56,6 +56,9 @@ pub const CONTROLLER: &str = "issuequeue";
 /// Label on a task that is not the issue's work: `enrichment` for a draft's enrichment run.
 pub const RUN_LABEL: &str = "raibid.dev/run";
 pub const ENRICHMENT_RUN: &str = "enrichment";
+/// Annotation on a task: the highest issue or pull request number the repository had when
+/// the task was created. A pull request numbered above it was opened during the run.
+pub const NUMBERED_UP_TO_ANNOTATION: &str = "raibid.dev/numbered-up-to";
 /// What a draft's enrichment agent is asked to do (contract §5).
 const ENRICHMENT_INSTRUCTIONS: &str = "This issue is a draft. Improve its title and text so \
 that an agent can work on it; where people must decide something, add a `## Clarifying \
@@ -391,6 +394,14 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
     }
 
     let read_in = started.elapsed();
+    // Issues and pull requests share one counter: the highest number seen is a watermark
+    // for "opened before now".
+    let numbered_up_to = issues
+        .keys()
+        .copied()
+        .chain(pull_requests.iter().map(|p| p.number))
+        .max()
+        .unwrap_or(0);
     let mut reminders = queue
         .status
         .as_ref()
@@ -415,23 +426,22 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
             .iter()
             .filter_map(|t| t.branch.clone())
             .collect();
-        // A closed pull request speaks for this issue only if it closed after the issue's
-        // latest run began, or a delivery names it now: an old one must neither fail a new
-        // attempt nor close a reopened issue again.
-        let latest_run = issue_tasks
-            .iter()
-            .max_by_key(|t| t.attempt)
-            .and_then(|t| t.created);
+        // An old closed pull request must neither fail a new attempt nor close a reopened
+        // issue again, also when its delivery comes late.
+        let latest_run = issue_tasks.iter().max_by_key(|t| t.attempt);
         let linked: Vec<LinkedPullRequest> = pull_requests
             .iter()
             .filter(|p| {
                 p.linked_issues().contains(&issue.number) || branches.contains(&p.head.branch)
             })
             .filter(|p| {
-                let closed = p.merged_at.or(p.closed_at);
-                p.state.as_deref() != Some("closed")
-                    || delivered_prs.contains(&p.number)
-                    || matches!((closed, latest_run), (Some(closed), Some(run)) if closed >= run)
+                plan::speaks_for_latest_run(
+                    p.number,
+                    p.state.as_deref() != Some("closed"),
+                    p.merged_at.or(p.closed_at),
+                    latest_run,
+                    delivered_prs.contains(&p.number),
+                )
             })
             .map(|p| LinkedPullRequest {
                 number: p.number,
@@ -481,6 +491,7 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
             &comments,
             &evaluation,
             &plan.task,
+            numbered_up_to,
         )
         .await?;
         if issue.open && rules.selects(&issue) {
@@ -675,10 +686,15 @@ fn task_view(task: &AgentTask) -> TaskView {
             .labels()
             .get(RUN_LABEL)
             .is_some_and(|run| run == ENRICHMENT_RUN),
+        numbered_up_to: task
+            .annotations()
+            .get(NUMBERED_UP_TO_ANNOTATION)
+            .and_then(|n| n.parse().ok()),
     }
 }
 
 /// The task side of an issue's plan: only the API server is written.
+#[allow(clippy::too_many_arguments)]
 async fn change_task(
     ctx: &Context,
     queue: &IssueQueue,
@@ -687,6 +703,7 @@ async fn change_task(
     comments: &[Comment],
     evaluation: &crate::issue::Evaluation,
     change: &TaskChange,
+    numbered_up_to: u64,
 ) -> Result<()> {
     let namespace = queue.namespace().unwrap_or_default();
     let tasks: Api<AgentTask> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -699,6 +716,10 @@ async fn change_task(
             ..
         } => {
             let mut task = new_task(queue, rules, issue, comments, evaluation, name, profile);
+            task.annotations_mut().insert(
+                NUMBERED_UP_TO_ANNOTATION.to_owned(),
+                numbered_up_to.to_string(),
+            );
             if *enrichment {
                 task.labels_mut()
                     .insert(RUN_LABEL.to_owned(), ENRICHMENT_RUN.to_owned());

@@ -38,6 +38,36 @@ pub struct TaskView {
     pub created: Option<Timestamp>,
     /// A draft's enrichment run: it improves the issue text and is not the issue's work.
     pub enrichment: bool,
+    /// The highest issue or pull request number when the task was created, if recorded.
+    pub numbered_up_to: Option<u64>,
+}
+
+/// Whether a pull request linked to an issue speaks for the issue's latest run. An open one
+/// does. A closed or merged one does if it was opened during the run (numbered above the
+/// run's watermark) or closed after the second the run was created; timestamps have whole
+/// seconds, so a close within that second is decided by the number alone. Without a run, or
+/// for a run without a watermark (made by an older operator), a delivery naming it decides.
+pub fn speaks_for_latest_run(
+    number: u64,
+    open: bool,
+    closed_at: Option<Timestamp>,
+    run: Option<&TaskView>,
+    delivered: bool,
+) -> bool {
+    if open {
+        return true;
+    }
+    let Some(run) = run else {
+        return delivered;
+    };
+    if run.numbered_up_to.is_some_and(|mark| number > mark) {
+        return true;
+    }
+    let closed_later = matches!(
+        (closed_at, run.created),
+        (Some(closed), Some(created)) if closed.as_second() > created.as_second()
+    );
+    closed_later || (run.numbered_up_to.is_none() && delivered)
 }
 
 /// What to do with the issue's task.
@@ -407,6 +437,7 @@ mod tests {
             admission_time: Some(Timestamp::from_second(1_700_000_100).unwrap()),
             created: Some(Timestamp::from_second(1_700_000_050).unwrap()),
             enrichment: false,
+            numbered_up_to: Some(6),
         }
     }
 
@@ -746,6 +777,46 @@ mod tests {
             TaskChange::Keep,
             "no enrichment profile configured"
         );
+    }
+
+    #[test]
+    fn an_old_closed_pull_request_never_speaks_for_a_new_run() {
+        let run = task(2, Phase::Running); // created at second 1_700_000_050, watermark #6
+        let at = |s: i64| Some(Timestamp::from_second(1_700_000_000 + s).unwrap());
+        let speaks = |number, open, closed_at, run, delivered| {
+            speaks_for_latest_run(number, open, closed_at, run, delivered)
+        };
+        assert!(
+            speaks(5, true, None, Some(&run), false),
+            "open ones always do"
+        );
+        assert!(
+            !speaks(5, false, at(50), Some(&run), true),
+            "closed in the second the run began, opened before it, delivered late: no"
+        );
+        assert!(
+            !speaks(5, false, at(10), Some(&run), true),
+            "closed before the run: no, whatever the delivery"
+        );
+        assert!(
+            speaks(7, false, at(50), Some(&run), false),
+            "opened during the run (above the watermark): yes, even in the same second"
+        );
+        assert!(
+            speaks(5, false, at(51), Some(&run), false),
+            "an old one closed again after the run began: yes"
+        );
+        let legacy = TaskView {
+            numbered_up_to: None,
+            ..run.clone()
+        };
+        assert!(speaks(5, false, at(50), Some(&legacy), true));
+        assert!(!speaks(5, false, at(50), Some(&legacy), false));
+        assert!(
+            speaks(5, false, at(10), None, true),
+            "no run: the delivery decides"
+        );
+        assert!(!speaks(5, false, at(10), None, false));
     }
 
     #[test]
