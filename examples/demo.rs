@@ -335,7 +335,7 @@ async fn main() -> std::process::ExitCode {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut rows = Vec::new();
     println!(
-        "\n{:<6} {:<28} {:<11} {:<11} {:>6} {:>10} {:>8}",
+        "\n{:<6} {:<28} {:<18} {:<18} {:>6} {:>10} {:>8}",
         "ISSUE", "TITLE", "EXPECTED", "FINAL", "TASKS", "DUPLICATES", "COMMENTS"
     );
     for seeded in &ISSUES {
@@ -358,7 +358,7 @@ async fn main() -> std::process::ExitCode {
         let duplicates = issue_tasks.len().saturating_sub(1);
         failed |= final_state != seeded.expected || duplicates > 0 || comments.len() != 1;
         println!(
-            "{:<6} {:<28} {:<11} {:<11} {:>6} {:>10} {:>8}",
+            "{:<6} {:<28} {:<18} {:<18} {:>6} {:>10} {:>8}",
             format!("#{number}"),
             seeded.title,
             seeded.expected,
@@ -373,16 +373,19 @@ async fn main() -> std::process::ExitCode {
     let deliveries = relay.seen.lock().unwrap().clone();
     let mut webhook_to_task = latencies(&deliveries, &task_seen.lock().unwrap());
     let mut webhook_to_pod = latencies(&deliveries, &pod_seen.lock().unwrap());
-    let latency = |samples: &mut Vec<Duration>| {
-        samples.sort();
+    let latency = |samples: &mut Vec<(u64, Duration)>| {
+        samples.sort_by_key(|(_, d)| *d);
         let pick = |q: f64| {
             samples
                 .get(((samples.len() as f64 - 1.0) * q).round() as usize)
-                .map(|d| d.as_millis())
+                .map(|(_, d)| d.as_millis())
                 .unwrap_or(0)
         };
-        let all: Vec<u128> = samples.iter().map(Duration::as_millis).collect();
-        json!({"p50": pick(0.5), "p99": pick(0.99), "samples": samples.len(), "allMs": all})
+        let each: serde_json::Map<String, serde_json::Value> = samples
+            .iter()
+            .map(|(issue, d)| (format!("#{issue}"), json!(d.as_millis())))
+            .collect();
+        json!({"p50": pick(0.5), "p99": pick(0.99), "samples": samples.len(), "byIssueMs": each})
     };
     let summary = json!({
         "issues": rows,
@@ -441,7 +444,7 @@ where
 /// For every object that appeared, the time since the delivery that made it due: the last
 /// delivery before it that a person caused (not the operator's own labels and comments) and
 /// that names its issue or merges a pull request (which frees a slot or a dependency).
-fn latencies(deliveries: &[Delivery], appeared: &[(u64, Instant)]) -> Vec<Duration> {
+fn latencies(deliveries: &[Delivery], appeared: &[(u64, Instant)]) -> Vec<(u64, Duration)> {
     let triggers: Vec<(Instant, BTreeSet<u64>, bool)> = deliveries
         .iter()
         .filter_map(|d| {
@@ -465,7 +468,7 @@ fn latencies(deliveries: &[Delivery], appeared: &[(u64, Instant)]) -> Vec<Durati
                 })
                 .map(|(received, _, _)| *received)
                 .max()?;
-            Some(at.duration_since(trigger))
+            Some((*issue, at.duration_since(trigger)))
         })
         .collect()
 }
