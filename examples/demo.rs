@@ -280,23 +280,11 @@ async fn main() -> std::process::ExitCode {
             if enrichment {
                 if phase == Phase::Running && shaped.insert(issue) {
                     github
-                        .call(
-                            BOT,
-                            "PATCH",
-                            &format!("/repos/{REPOSITORY}/issues/{issue}"),
-                            Some(json!({"body": "Offer a dark theme next to the light one.\n\n## Clarifying Questions\n1. Should dark be the default?\n"})),
+                        .shape_draft(
+                            issue,
+                            "Offer a dark theme next to the light one.\n\n## Clarifying Questions\n1. Should dark be the default?\n",
                         )
-                        .await
-                        .unwrap();
-                    github
-                        .call(
-                            BOT,
-                            "DELETE",
-                            &format!("/repos/{REPOSITORY}/issues/{issue}/labels/draft"),
-                            None,
-                        )
-                        .await
-                        .unwrap();
+                        .await;
                     demo.say(format!(
                         "enrichment agent of #{issue} rewrites it, adds a question, removes `draft`"
                     ));

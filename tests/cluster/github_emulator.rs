@@ -298,6 +298,27 @@ impl Emulator {
         Ok(pr["number"].as_u64().unwrap())
     }
 
+    /// What a draft's enrichment agent does: rewrites the issue and removes `draft`, with the
+    /// operator's token (which an agent of a token queue gets).
+    pub async fn shape_draft(&self, issue: u64, body: &str) {
+        self.call(
+            BOT,
+            "PATCH",
+            &format!("/repos/{REPOSITORY}/issues/{issue}"),
+            Some(json!({ "body": body })),
+        )
+        .await
+        .unwrap();
+        self.call(
+            BOT,
+            "DELETE",
+            &format!("/repos/{REPOSITORY}/issues/{issue}/labels/draft"),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+
     pub async fn merge(&self, pull_request: u64) {
         self.call(
             ALICE,

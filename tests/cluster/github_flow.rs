@@ -126,6 +126,19 @@ async fn setup_authenticated(
     (github, operator, "demo".into(), relay)
 }
 
+/// Waits until the issue carries `label`.
+async fn until_labelled(github: &Emulator, issue: u64, label: &str) {
+    eventually(PATIENCE, || async {
+        github
+            .labels(issue)
+            .await
+            .iter()
+            .any(|l| l == label)
+            .then_some(())
+    })
+    .await;
+}
+
 async fn task_of(scope: &Scope, issue: u64) -> Option<AgentTask> {
     scope
         .api::<AgentTask>()
@@ -227,14 +240,7 @@ async fn questions_answers_agent_pull_request_merge_and_the_next_issue() {
         !context.contains("every scope there is"),
         "the outsider's text is not context"
     );
-    eventually(PATIENCE, || async {
-        github
-            .labels(login)
-            .await
-            .contains(&"status:in-progress".to_string())
-            .then_some(())
-    })
-    .await;
+    until_labelled(&github, login, "status:in-progress").await;
 
     // Two more issues wait for the one slot; the high-priority one is next.
     let tidy = github
@@ -265,14 +271,7 @@ async fn questions_answers_agent_pull_request_merge_and_the_next_issue() {
     let pr = github
         .open_pull_request(&branch, &format!("Fixes #{login}"))
         .await;
-    eventually(PATIENCE, || async {
-        github
-            .labels(login)
-            .await
-            .contains(&"status:pr-open".to_string())
-            .then_some(())
-    })
-    .await;
+    until_labelled(&github, login, "status:pr-open").await;
 
     // The merge completes the task, closes the issue, and the next issue starts at once.
     let merged = Instant::now();
@@ -301,11 +300,12 @@ async fn questions_answers_agent_pull_request_merge_and_the_next_issue() {
         next.as_millis(),
         operator_share.as_millis()
     );
-    // Alone: ~0.3 s from the merge, ~0.1 s of it the operator's. With the whole suite on two
-    // cores the emulator alone takes up to ~1.1 s to deliver and the operator ~0.65 s. The
-    // bounds keep CI from flaking; the demo and the closing note carry the measurements.
+    // Alone: ~0.3 s from the merge, ~0.27 s from its delivery (this loop polls every 100 ms).
+    // With the whole suite on two cores the emulator takes up to ~1.1 s to deliver and the
+    // operator 0.65-1.7 s. The bounds keep CI from flaking; the demo and the issue's closing
+    // note carry the measurements.
     assert!(
-        operator_share < Duration::from_secs(2),
+        operator_share < Duration::from_secs(3),
         "the next agent started {operator_share:?} after the merge was delivered"
     );
     assert!(
@@ -623,14 +623,7 @@ async fn every_delivery_again_twice_and_shuffled_changes_nothing() {
             &format!("Fixes #{first}"),
         )
         .await;
-    eventually(PATIENCE, || async {
-        github
-            .labels(first)
-            .await
-            .contains(&"status:pr-open".to_string())
-            .then_some(())
-    })
-    .await;
+    until_labelled(&github, first, "status:pr-open").await;
     github.merge(pr).await;
     eventually(PATIENCE, || async {
         let second_runs = task_of(&scope, second).await?.phase() == Phase::Running;
@@ -783,14 +776,7 @@ async fn an_app_queue_gives_each_agent_a_token_for_its_repository_alone_until_th
         .open_pull_request_as(&token, REPOSITORY, &branch, &format!("Closes #{issue}"))
         .await
         .expect("the agent's token opens its pull request");
-    eventually(PATIENCE, || async {
-        github
-            .labels(issue)
-            .await
-            .contains(&"status:pr-open".to_string())
-            .then_some(())
-    })
-    .await;
+    until_labelled(&github, issue, "status:pr-open").await;
 
     // The merge ends the task, and its credential with it.
     github.merge(pr).await;
@@ -861,23 +847,11 @@ async fn a_draft_gets_one_enrichment_run_and_then_its_work() {
 
     // The enrichment agent shapes the issue: a question, and no more draft.
     github
-        .call(
-            BOT,
-            "PATCH",
-            &format!("/repos/{REPOSITORY}/issues/{idea}"),
-            Some(json!({"body": "Offer a dark theme.\n\n## Clarifying Questions\n1. Dark by default?\n"})),
+        .shape_draft(
+            idea,
+            "Offer a dark theme.\n\n## Clarifying Questions\n1. Dark by default?\n",
         )
-        .await
-        .unwrap();
-    github
-        .call(
-            BOT,
-            "DELETE",
-            &format!("/repos/{REPOSITORY}/issues/{idea}/labels/draft"),
-            None,
-        )
-        .await
-        .unwrap();
+        .await;
     eventually(PATIENCE, || async {
         let done = scope.task(&enrichment.name_any()).await.phase() == Phase::Succeeded;
         let waiting = github
