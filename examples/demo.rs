@@ -211,6 +211,7 @@ async fn main() -> std::process::ExitCode {
     github.add_webhook(&relay.url, "demo-secret").await;
     let task_seen = first_seen::<AgentTask>(client.clone());
     let pod_seen = first_seen::<Pod>(client.clone());
+    let slots_freed_without_webhook = runs_ended_by_themselves(client.clone());
     demo.say(
         "operator watching namespace demo; webhook points at it; maxConcurrent 2, two DGX Sparks",
     );
@@ -229,7 +230,9 @@ async fn main() -> std::process::ExitCode {
     }
 
     let mut answered = false;
+    // Drafts whose enrichment agent has done its edit, and whose enrichment run has ended.
     let mut shaped: BTreeSet<u64> = BTreeSet::new();
+    let mut enriched: BTreeSet<u64> = BTreeSet::new();
     let mut pull_requests: BTreeMap<u64, (u64, Instant)> = BTreeMap::new();
     let mut merged: BTreeSet<u64> = BTreeSet::new();
     let mut last_phase: BTreeMap<String, Phase> = BTreeMap::new();
@@ -278,6 +281,9 @@ async fn main() -> std::process::ExitCode {
             let enrichment =
                 task.labels().get("raibid.dev/run").map(String::as_str) == Some("enrichment");
             if enrichment {
+                if phase.is_terminal() {
+                    enriched.insert(issue);
+                }
                 if phase == Phase::Running && shaped.insert(issue) {
                     github
                         .shape_draft(
@@ -311,7 +317,7 @@ async fn main() -> std::process::ExitCode {
         for key in &done_keys {
             all_done &= github.issue_state(numbers[key]).await == "closed";
         }
-        if all_done && shaped.contains(&numbers["idea"]) {
+        if all_done && enriched.contains(&numbers["idea"]) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -359,8 +365,13 @@ async fn main() -> std::process::ExitCode {
             "agentTasks": issue_tasks.len(), "duplicateAgentTasks": duplicates, "statusComments": comments.len()}));
     }
     let deliveries = relay.seen.lock().unwrap().clone();
-    let mut webhook_to_task = latencies(&deliveries, &task_seen.lock().unwrap());
-    let mut webhook_to_pod = latencies(&deliveries, &pod_seen.lock().unwrap());
+    let no_other_causes: [Instant; 0] = [];
+    let mut webhook_to_task = latencies(&deliveries, &task_seen.lock().unwrap(), &no_other_causes);
+    let mut webhook_to_pod = latencies(
+        &deliveries,
+        &pod_seen.lock().unwrap(),
+        &slots_freed_without_webhook.lock().unwrap(),
+    );
     let latency = |samples: &mut Vec<(u64, Duration)>| {
         samples.sort_by_key(|(_, d)| *d);
         let pick = |q: f64| {
@@ -429,10 +440,43 @@ where
     seen
 }
 
+/// When runs ended by themselves (an agent exiting, like the draft's enrichment run): the
+/// slot each frees starts the next pod without any webhook.
+fn runs_ended_by_themselves(client: Client) -> std::sync::Arc<std::sync::Mutex<Vec<Instant>>> {
+    let ended: std::sync::Arc<std::sync::Mutex<Vec<Instant>>> = Default::default();
+    let keep = ended.clone();
+    let api: Api<AgentTask> = Api::namespaced(client, NAMESPACE);
+    tokio::spawn(async move {
+        let mut known: BTreeSet<String> = BTreeSet::new();
+        let mut tasks = watcher(api, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(task)) = tasks.next().await {
+            let Some(status) = task.status.as_ref() else {
+                continue;
+            };
+            let by_webhook = status
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("PullRequest"));
+            if status.phase.is_terminal() && !by_webhook && known.insert(task.name_any()) {
+                keep.lock().unwrap().push(Instant::now());
+            }
+        }
+    });
+    ended
+}
+
 /// For every object that appeared, the time since the delivery that made it due: the last
 /// delivery before it that a person caused (not the operator's own labels and comments) and
-/// that names its issue or merges a pull request (which frees a slot or a dependency).
-fn latencies(deliveries: &[Delivery], appeared: &[(u64, Instant)]) -> Vec<(u64, Duration)> {
+/// that names its issue or merges a pull request (which frees a slot or a dependency). An
+/// object that appeared after something other than a delivery (in `other_causes`) made it due
+/// is no sample of webhook latency and is left out.
+fn latencies(
+    deliveries: &[Delivery],
+    appeared: &[(u64, Instant)],
+    other_causes: &[Instant],
+) -> Vec<(u64, Duration)> {
     let triggers: Vec<(Instant, BTreeSet<u64>, bool)> = deliveries
         .iter()
         .filter_map(|d| {
@@ -456,7 +500,8 @@ fn latencies(deliveries: &[Delivery], appeared: &[(u64, Instant)]) -> Vec<(u64, 
                 })
                 .map(|(received, _, _)| *received)
                 .max()?;
-            Some((*issue, at.duration_since(trigger)))
+            let caused_otherwise = other_causes.iter().any(|c| trigger < *c && c <= at);
+            (!caused_otherwise).then(|| (*issue, at.duration_since(trigger)))
         })
         .collect()
 }
