@@ -391,7 +391,7 @@ async fn main() -> std::process::ExitCode {
         "latencyMs": {"webhookToTask": latency(&mut webhook_to_task), "webhookToPod": latency(&mut webhook_to_pod)},
     });
     println!(
-        "\nlatency from the emulator's delivery that made an issue's task (or pod) due to the object\nappearing in a watch of the API server: webhook->task {}, webhook->pod {}",
+        "\nlatency from the emulator's delivery that made an issue's task (or pod) due to the object\nappearing in a watch of the API server (a handful of samples: p99 is the largest):\nwebhook->task {}\nwebhook->pod  {}",
         summary["latencyMs"]["webhookToTask"], summary["latencyMs"]["webhookToPod"]
     );
     if let Some(path) = summary_path {

@@ -12,6 +12,15 @@ use kube::{Api, Client, api::PostParams};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+/// Why holding the lease could not be decided.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("{0}")]
+    Api(kube::Error),
+    #[error("the API server did not answer in time")]
+    TimedOut,
+}
+
 /// Name of the Lease the replicas compete for.
 pub const LEASE_NAME: &str = "raibid-operator-leader";
 
@@ -55,24 +64,27 @@ impl LeaderElection {
         let retry = self.duration / 3;
         loop {
             match self.try_hold().await {
-                Ok(true) => break,
-                Ok(false) => {}
+                Ok(Some(_)) => break,
+                Ok(None) => {}
                 Err(error) => warn!(%error, "leader election: could not read or write the lease"),
             }
             tokio::time::sleep(retry).await;
         }
         info!(identity = %self.identity, "became the leader");
         let (tx, rx) = watch::channel(true);
+        // Stop deciding well before another replica may take over: the lease runs from the
+        // time written into it, and a renewal that hangs must not keep us leading.
+        let renew_deadline = self.duration * 2 / 3;
         tokio::spawn(async move {
-            let mut last_renewal = tokio::time::Instant::now();
+            let mut held_since = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(retry).await;
                 match self.try_hold().await {
-                    Ok(true) => last_renewal = tokio::time::Instant::now(),
-                    Ok(false) => break,
+                    Ok(Some(written)) => held_since = written,
+                    Ok(None) => break,
                     Err(error) => {
                         warn!(%error, "leader election: renewal failed");
-                        if last_renewal.elapsed() >= self.duration {
+                        if held_since.elapsed() >= renew_deadline {
                             break;
                         }
                     }
@@ -84,9 +96,21 @@ impl LeaderElection {
         rx
     }
 
-    /// Takes or renews the lease if it is free, ours, or expired. A concurrent writer makes
-    /// the replace fail on its resourceVersion, so two processes never both succeed.
-    async fn try_hold(&self) -> Result<bool, kube::Error> {
+    /// Takes or renews the lease if it is free, ours, or expired; `Some(when the renewal was
+    /// written)` when it is ours. A concurrent writer makes the replace fail on its
+    /// resourceVersion, so two processes never both succeed. An attempt that takes longer
+    /// than a third of the lease is abandoned as failed.
+    async fn try_hold(&self) -> Result<Option<tokio::time::Instant>, LeaseError> {
+        let started = tokio::time::Instant::now();
+        match tokio::time::timeout(self.duration / 3, self.write_lease()).await {
+            Ok(Ok(true)) => Ok(Some(started)),
+            Ok(Ok(false)) => Ok(None),
+            Ok(Err(error)) => Err(LeaseError::Api(error)),
+            Err(_) => Err(LeaseError::TimedOut),
+        }
+    }
+
+    async fn write_lease(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
         let seconds = self.duration.as_secs().max(1) as i32;
         match self.api.get_opt(LEASE_NAME).await? {
@@ -175,10 +199,6 @@ mod tests {
             "not before it expires"
         );
         assert!(may_hold(&held_by("other", 0), "me", at(16)));
-        let released = LeaseSpec {
-            holder_identity: Some(String::new()),
-            ..held_by("", 0)
-        };
-        assert!(may_hold(&released, "me", at(1)));
+        assert!(may_hold(&held_by("", 0), "me", at(1)), "released");
     }
 }

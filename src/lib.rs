@@ -10,6 +10,7 @@ pub mod issue;
 pub mod leader;
 pub mod metrics;
 pub mod operator;
+pub mod secret;
 pub mod server;
 pub mod telemetry;
 pub mod webhook;

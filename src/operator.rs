@@ -105,6 +105,13 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
         watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed"),
         admission_wakeup.clone(),
     );
+    // Its own watch rather than the controller's store: that one fills only while the
+    // controller runs, which is in the leader alone, and every replica must become ready.
+    let tasks = watch_into_store(
+        scoped::<AgentTask>(&client, namespace.as_deref()),
+        watcher::Config::default(),
+        admission_wakeup.clone(),
+    );
     let queues_api: Api<IssueQueue> = scoped(&client, namespace.as_deref());
     let queues = watch_into_store(
         queues_api,
@@ -145,16 +152,18 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
     .with_config(ControllerConfig::default().concurrency(concurrency))
     .shutdown_on_signal();
 
+    // One name per replica, in its Events and in the leader Lease.
+    let identity = instance.unwrap_or_else(default_identity);
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
-        instance: instance.clone(),
+        instance: Some(identity.clone()),
     };
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
         metrics,
         stores: Stores {
-            tasks: controller.store(),
+            tasks,
             queues,
             pods: gpu_pods,
             nodes,
@@ -171,11 +180,12 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
     let stores = ctx.stores.clone();
     let synced = ready_tx.subscribe();
     tokio::spawn(async move {
+        // Each of these stores has this one waiter.
         let all_synced = tokio::try_join!(
-            synced_store(&stores.tasks),
-            synced_store(&stores.queues),
-            synced_store(&stores.pods),
-            synced_store(&stores.nodes),
+            stores.tasks.wait_until_ready(),
+            stores.queues.wait_until_ready(),
+            stores.pods.wait_until_ready(),
+            stores.nodes.wait_until_ready(),
         );
         if all_synced.is_ok() {
             info!("all watches synced; ready");
@@ -184,7 +194,6 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
     });
 
     // Every replica serves webhooks and keeps its caches warm; only the leader decides.
-    let identity = instance.unwrap_or_else(default_identity);
     let lease_namespace = leader_election_namespace
         .or_else(|| namespace.clone())
         .unwrap_or_else(|| "default".into());
@@ -311,23 +320,6 @@ fn default_identity() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "raibid-operator".into());
     format!("{host}-{}", std::process::id())
-}
-
-/// Resolves once `store` has its initial list.
-///
-/// A store's readiness wakes only the most recent waiter, and the controller waits on its own
-/// store too; so this looks again every 200 ms instead of relying on being woken.
-async fn synced_store<K>(store: &Store<K>) -> Result<(), reflector::store::WriterDropped>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    loop {
-        if let Ok(result) =
-            tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await
-        {
-            return result;
-        }
-    }
 }
 
 /// Mirrors a watch into a cache and wakes admission on every change.

@@ -44,6 +44,8 @@ pub const DEFAULT_TIER: u8 = 3;
 const IDLE_PASS: Duration = Duration::from_secs(10);
 /// Pause before deciding again after a decision could not be recorded.
 const RETRY_PASS: Duration = Duration::from_millis(50);
+/// Pause after a decision failed for another reason than a conflict.
+const FAILED_PASS_BACKOFF: Duration = Duration::from_secs(2);
 /// How long an admission we wrote may be missing from the task cache before we stop counting
 /// it ourselves (the watch delivers it in milliseconds; this only bounds a lost update).
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(30);
@@ -106,13 +108,16 @@ async fn pass(ctx: &Context, in_flight: &mut HashMap<TaskKey, InFlight>) -> Next
         .collect();
 
     // Judged against the same task snapshot as the rest of the pass.
+    let queued_in_snapshot: HashSet<TaskKey> = tasks
+        .iter()
+        .filter(|t| t.phase() == Phase::Queued)
+        .map(|t| TaskKey {
+            namespace: t.namespace().unwrap_or_default(),
+            name: t.name_any(),
+        })
+        .collect();
     in_flight.retain(|key, entry| {
-        let still_queued_in_snapshot = tasks.iter().any(|t| {
-            t.name_any() == key.name
-                && t.namespace().as_deref() == Some(key.namespace.as_str())
-                && t.phase() == Phase::Queued
-        });
-        still_queued_in_snapshot && entry.written.elapsed() < IN_FLIGHT_GRACE
+        queued_in_snapshot.contains(key) && entry.written.elapsed() < IN_FLIGHT_GRACE
     });
 
     // One snapshot of the pods for the whole pass: a pod that arrives mid-pass must be seen
@@ -258,9 +263,15 @@ async fn pass(ctx: &Context, in_flight: &mut HashMap<TaskKey, InFlight>) -> Next
                     }
                     // Stale cache or a concurrent change. Stop here: admitting tasks further down
                     // the order now could take the GPU this one should get.
-                    Err(error) => {
+                    Err(error @ crate::controller::agent_task::Error::Conflict) => {
                         debug!(task = %key.name, %error, "admission not recorded; deciding again");
                         return NextPass::Soon;
+                    }
+                    // Anything else (the API server failing) is not cured by asking again at
+                    // once; the order is still kept.
+                    Err(error) => {
+                        warn!(task = %key.name, reason = error.reason(), %error, "admission not recorded; backing off");
+                        return NextPass::At(FAILED_PASS_BACKOFF);
                     }
                 }
             }

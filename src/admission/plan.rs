@@ -124,11 +124,7 @@ pub fn plan<N: Borrow<Node>>(
         }
     }
     for holder in holders.iter().filter(|h| h.gpus > 0 && h.node.is_none()) {
-        if let Some(node) = first_fit(&schedulable, &free, &holder.placement, holder.gpus) {
-            if let Some(left) = free.get_mut(node) {
-                *left -= holder.gpus;
-            }
-        }
+        reserve(&schedulable, &mut free, &holder.placement, holder.gpus);
     }
 
     candidates.sort_by(|a, b| a.order.cmp(&b.order).then_with(|| a.task.cmp(&b.task)));
@@ -166,11 +162,8 @@ fn decide(
     {
         return Verdict::QueueFull;
     }
-    match first_fit(schedulable, free, &candidate.placement, candidate.gpus) {
+    match reserve(schedulable, free, &candidate.placement, candidate.gpus) {
         Some(node) => {
-            if let Some(left) = free.get_mut(node) {
-                *left -= candidate.gpus;
-            }
             if let Some(budget) = budget {
                 budget.active += 1;
             }
@@ -191,17 +184,23 @@ fn decide(
     }
 }
 
-fn first_fit<'a>(
+/// The first schedulable node that fits `placement` and has `gpus` free; its GPUs are
+/// counted as taken.
+fn reserve<'a>(
     schedulable: &[&'a Node],
-    free: &BTreeMap<&str, u32>,
+    free: &mut BTreeMap<&str, u32>,
     placement: &Placement,
     gpus: u32,
 ) -> Option<&'a str> {
-    schedulable
+    let node = schedulable
         .iter()
         .filter(|n| placement.fits(n))
         .filter_map(|n| n.metadata.name.as_deref())
-        .find(|name| free.get(name).copied().unwrap_or(0) >= gpus)
+        .find(|name| free.get(name).copied().unwrap_or(0) >= gpus)?;
+    if let Some(left) = free.get_mut(node) {
+        *left -= gpus;
+    }
+    Some(node)
 }
 
 #[cfg(test)]

@@ -14,6 +14,18 @@ use crate::{
     metrics::Metrics,
 };
 
+/// Deletes `name`; one already gone is fine. Whether it was there.
+pub(crate) async fn delete_if_exists<K>(api: &kube::Api<K>, name: &str) -> Result<bool, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &kube::api::DeleteParams::default()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
 /// Field manager of every write the operator makes (server-side apply).
 pub const FIELD_MANAGER: &str = "raibid-operator";
 

@@ -139,6 +139,26 @@ pub struct GitHubAccess {
     pub token_secret_ref: Option<SecretKeyRef>,
 }
 
+/// How a queue authenticates, as every part of the operator reads it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum GitHubAuth<'a> {
+    App(&'a GitHubApp),
+    Token(&'a SecretKeyRef),
+    /// Refused by the CRD's validation; an object from before it may still say so.
+    Missing,
+}
+
+impl GitHubAccess {
+    /// The App wins if both are set (which validation refuses).
+    pub fn auth(&self) -> GitHubAuth<'_> {
+        match (&self.app, &self.token_secret_ref) {
+            (Some(app), _) => GitHubAuth::App(app),
+            (None, Some(token)) => GitHubAuth::Token(token),
+            (None, None) => GitHubAuth::Missing,
+        }
+    }
+}
+
 /// A GitHub App installation.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]

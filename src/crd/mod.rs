@@ -61,12 +61,12 @@ fn normalize_integer_formats(crd: &mut CustomResourceDefinition) {
         }
     }
     for version in &mut crd.spec.versions {
-        if let Some(schema) = version.schema.as_mut() {
-            if let Ok(mut json) = serde_json::to_value(&*schema) {
-                walk(&mut json);
-                if let Ok(normalized) = serde_json::from_value(json) {
-                    *schema = normalized;
-                }
+        if let Some(schema) = version.schema.as_mut()
+            && let Ok(mut json) = serde_json::to_value(&*schema)
+        {
+            walk(&mut json);
+            if let Ok(normalized) = serde_json::from_value(json) {
+                *schema = normalized;
             }
         }
     }

@@ -148,12 +148,11 @@ impl GitHubClient {
                 private_key_pem,
                 installation_id,
             } => {
-                let key =
-                    jsonwebtoken::EncodingKey::from_rsa_pem(&private_key_pem).map_err(|e| {
-                        GitHubError::Setup(format!(
-                            "the GitHub App private key is not an RSA PEM key: {e}"
-                        ))
-                    })?;
+                let key = octocrab::EncodingKey::from_rsa_pem(&private_key_pem).map_err(|e| {
+                    GitHubError::Setup(format!(
+                        "the GitHub App private key is not an RSA PEM key: {e}"
+                    ))
+                })?;
                 let app = builder.app(app_id.into(), key).build().map_err(setup)?;
                 let installation = app.installation(installation_id.into()).map_err(setup)?;
                 (installation, Some((app, installation_id)))
@@ -204,14 +203,12 @@ impl GitHubClient {
 
     /// One issue, asked conditionally: an unchanged issue costs no rate limit.
     pub async fn issue(&self, number: u64) -> Result<IssuePayload> {
-        let path = format!("/repos/{}/issues/{number}", self.repository);
-        let (body, _) = self.conditional_page(&path).await?;
-        decode(&path, &body)
+        self.issue_in(&self.repository, number).await
     }
 
     /// An issue of any repository, for dependencies named as `owner/name#N`.
     pub async fn issue_in(&self, repository: &str, number: u64) -> Result<IssuePayload> {
-        self.get_json(&format!("/repos/{repository}/issues/{number}"))
+        self.get_conditionally(&format!("/repos/{repository}/issues/{number}"))
             .await
     }
 
@@ -243,7 +240,7 @@ impl GitHubClient {
     }
 
     pub async fn pull_request(&self, number: u64) -> Result<PullRequestPayload> {
-        self.get_json(&format!("/repos/{}/pulls/{number}", self.repository))
+        self.get_conditionally(&format!("/repos/{}/pulls/{number}", self.repository))
             .await
     }
 
@@ -338,6 +335,11 @@ impl GitHubClient {
             .map(drop)
     }
 
+    async fn get_conditionally<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let (body, _) = self.conditional_page(path).await?;
+        decode(path, &body)
+    }
+
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let Answer { body, .. } = self
             .send(Method::GET, path, None::<&()>, HeaderMap::new(), false)
@@ -402,17 +404,16 @@ impl GitHubClient {
         if let Some(etag) = response_headers
             .get(header::ETAG)
             .and_then(|v| v.to_str().ok())
+            && let Ok(mut pages) = self.pages.lock()
         {
-            if let Ok(mut pages) = self.pages.lock() {
-                pages.insert(
-                    path.to_owned(),
-                    CachedPage {
-                        etag: etag.to_owned(),
-                        body: body.clone(),
-                        next: next.clone(),
-                    },
-                );
-            }
+            pages.insert(
+                path.to_owned(),
+                CachedPage {
+                    etag: etag.to_owned(),
+                    body: body.clone(),
+                    next: next.clone(),
+                },
+            );
         }
         Ok((body, next))
     }

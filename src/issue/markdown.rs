@@ -25,10 +25,10 @@ pub fn excluded_ranges(text: &str) -> Vec<Range<usize>> {
             }
             Event::End(TagEnd::BlockQuote(_)) => {
                 depth = depth.saturating_sub(1);
-                if depth == 0 {
-                    if let Some((start, _)) = quote_start.take() {
-                        ranges.push(start..range.end);
-                    }
+                if depth == 0
+                    && let Some((start, _)) = quote_start.take()
+                {
+                    ranges.push(start..range.end);
                 }
             }
             Event::Start(Tag::CodeBlock(_)) | Event::Start(Tag::HtmlBlock) => ranges.push(range),

@@ -186,10 +186,10 @@ pub fn is_question_heading(text: &str, headings: &[String]) -> bool {
     loop {
         let before = name;
         name = name.trim_end_matches(':').trim_end();
-        if name.ends_with(')') {
-            if let Some(open) = name.rfind('(') {
-                name = name[..open].trim_end();
-            }
+        if name.ends_with(')')
+            && let Some(open) = name.rfind('(')
+        {
+            name = name[..open].trim_end();
         }
         if name == before {
             break;

@@ -44,6 +44,10 @@ use crate::{
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
 /// Label that marks a delivery record.
 pub const DELIVERY_LABEL: &str = "raibid.dev/delivery";
+/// Keys of a delivery record the IssueQueue controller reads: the issues it names (comma
+/// separated) and its pull request.
+pub const RECORD_ISSUES: &str = "issues";
+pub const RECORD_PULL_REQUEST: &str = "pullRequest";
 /// How long a webhook secret read from the API server is trusted before it is read again.
 const SECRET_TTL: Duration = Duration::from_secs(30);
 
@@ -99,12 +103,12 @@ async fn receive(
     let started = Instant::now();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let event_name = header("x-github-event").unwrap_or("unknown").to_owned();
-    let answer = handle(&state, &headers, &body).await;
+    let answer = handle(&state, &headers, &body, started).await;
     state
         .metrics
         .webhook_deliveries
         .get_or_create(&crate::metrics::DeliveryLabels {
-            event: event_name.clone(),
+            event: event_label(&event_name).to_owned(),
             outcome: answer.outcome,
         })
         .inc();
@@ -119,7 +123,24 @@ async fn receive(
     (answer.status, answer.text)
 }
 
-async fn handle(state: &WebhookState, headers: &HeaderMap, body: &[u8]) -> Answer {
+/// The `event` label of the deliveries metric. Callers are not authenticated yet when it is
+/// counted, so only the events the operator knows get a label of their own.
+fn event_label(event: &str) -> &'static str {
+    match event {
+        "issues" => "issues",
+        "issue_comment" => "issue_comment",
+        "pull_request" => "pull_request",
+        "ping" => "ping",
+        _ => "other",
+    }
+}
+
+async fn handle(
+    state: &WebhookState,
+    headers: &HeaderMap,
+    body: &[u8],
+    arrived: Instant,
+) -> Answer {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let digest = match signature::parse_header(header("x-hub-signature-256")) {
         Ok(digest) => digest,
@@ -131,7 +152,7 @@ async fn handle(state: &WebhookState, headers: &HeaderMap, body: &[u8]) -> Answe
             );
         }
     };
-    let signed_for = state.queues_that_signed(body, &digest).await;
+    let signed_for = state.queues_that_signed(body, &digest, arrived).await;
     if signed_for.is_empty() {
         return Answer::new(
             StatusCode::UNAUTHORIZED,
@@ -210,11 +231,17 @@ async fn handle(state: &WebhookState, headers: &HeaderMap, body: &[u8]) -> Answe
 }
 
 impl WebhookState {
-    /// The queues one of whose webhook secrets signed `body`. A failed check reads the secrets
-    /// again once, so a rotated secret works at once.
-    async fn queues_that_signed(&self, body: &[u8], digest: &[u8]) -> Vec<Arc<IssueQueue>> {
+    /// The queues one of whose webhook secrets signed `body`. A failed check reads again the
+    /// secrets read before the request `arrived`, so a rotated secret works at once; one read
+    /// serves every request that was waiting for it, so bad signatures cannot multiply reads.
+    async fn queues_that_signed(
+        &self,
+        body: &[u8],
+        digest: &[u8],
+        arrived: Instant,
+    ) -> Vec<Arc<IssueQueue>> {
         let queues = self.queues.state();
-        for refresh in [false, true] {
+        for refresh in [None, Some(arrived)] {
             let mut matched = Vec::new();
             for queue in &queues {
                 let namespace = queue.namespace().unwrap_or_default();
@@ -250,12 +277,15 @@ struct SecretCache {
 }
 
 impl SecretCache {
+    /// The secret's value: cached for a while, or read again if it was read before
+    /// `read_since`. Reads of one location are serialised by the lock, so concurrent callers
+    /// share one read.
     async fn get(
         &self,
         client: &Client,
         namespace: &str,
         secret: &SecretKeyRef,
-        refresh: bool,
+        read_since: Option<Instant>,
     ) -> Option<Vec<u8>> {
         let key = (
             namespace.to_owned(),
@@ -264,23 +294,24 @@ impl SecretCache {
         );
         let mut entries = self.entries.lock().await;
         if let Some((value, read)) = entries.get(&key) {
-            if !refresh && read.elapsed() < SECRET_TTL {
+            let fresh = match read_since {
+                Some(since) => *read >= since,
+                None => read.elapsed() < SECRET_TTL,
+            };
+            if fresh {
                 return value.clone();
             }
         }
+        let reading = Instant::now();
         let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-        let value = match api.get_opt(&secret.name).await {
-            Ok(found) => found
-                .and_then(|s| s.data)
-                .and_then(|mut data| data.remove(&secret.key))
-                .map(|bytes| bytes.0)
-                .filter(|bytes| !bytes.is_empty()),
+        let value = match crate::secret::read(&api, secret).await {
+            Ok(found) => found.map(|value| value.bytes),
             Err(error) => {
                 debug!(%error, secret = %secret.name, "could not read a webhook secret");
                 None
             }
         };
-        entries.insert(key, (value.clone(), Instant::now()));
+        entries.insert(key, (value.clone(), reading));
         value
     }
 }
@@ -316,12 +347,14 @@ async fn record_delivery(
     let mut data = BTreeMap::from([
         ("delivery".to_owned(), delivery.to_owned()),
         ("event".to_owned(), event.kind()),
-        ("issues".to_owned(), issues.join(",")),
+        (RECORD_ISSUES.to_owned(), issues.join(",")),
         ("receivedAt".to_owned(), Timestamp::now().to_string()),
     ]);
     if let WebhookEvent::PullRequest { pull_request, .. } = event {
-        data.insert("pullRequest".to_owned(), pull_request.number.to_string());
-        data.insert("headBranch".to_owned(), pull_request.head.branch.clone());
+        data.insert(
+            RECORD_PULL_REQUEST.to_owned(),
+            pull_request.number.to_string(),
+        );
     }
     let record = ConfigMap {
         metadata: ObjectMeta {
@@ -349,6 +382,16 @@ async fn record_delivery(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anonymous_callers_cannot_mint_metric_labels() {
+        for known in ["issues", "issue_comment", "pull_request", "ping"] {
+            assert_eq!(event_label(known), known);
+        }
+        for other in ["push", "unknown", "", "x\u{0}y", "issues "] {
+            assert_eq!(event_label(other), "other", "{other:?}");
+        }
+    }
 
     #[test]
     fn record_names_are_valid_and_stable() {

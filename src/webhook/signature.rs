@@ -21,9 +21,15 @@ pub fn parse_header(header: Option<&str>) -> Result<Vec<u8>, SignatureError> {
     if hex.len() != 64 {
         return Err(SignatureError::Malformed);
     }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| SignatureError::Malformed))
+    // By bytes: a multi-byte character must be refused, not split.
+    hex.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or(SignatureError::Malformed)
+        })
         .collect()
 }
 
@@ -88,6 +94,11 @@ mod tests {
         assert_eq!(
             parse_header(Some(&format!("sha256={}", "zz".repeat(32)))),
             Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            parse_header(Some(&format!("sha256=aé{}", "b".repeat(61)))),
+            Err(SignatureError::Malformed),
+            "64 bytes, but not 64 hex digits: refused, not a panic"
         );
         assert_eq!(
             parse_header(Some(&format!("sha256={}", "ab".repeat(32))))

@@ -14,17 +14,23 @@ async fn five_tasks_on_two_gpus_run_two_at_a_time_in_creation_order() {
     scope.add_dgx_nodes(2).await;
     let _operator = scope.start_operator().await;
 
-    let names = ["task-1", "task-2", "task-3", "task-4", "task-5"];
-    for name in names {
+    // Created in reverse name order, a second apart (creation times have whole seconds), and
+    // long enough that the last three all wait together: creation order, not the name, must
+    // decide which of them goes first.
+    let names = ["task-e", "task-d", "task-c", "task-b", "task-a"];
+    for (i, name) in names.into_iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
         scope
-            .create_task(name, scope.profile(Some("succeed"), "2s"), |_| {})
+            .create_task(name, scope.profile(Some("succeed"), "6s"), |_| {})
             .await;
     }
 
     // Poll until all finish, checking the invariants at every look.
     let tasks = scope.api::<AgentTask>();
     let mut first_admitted_at: HashMap<String, usize> = HashMap::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     for look in 0.. {
         assert!(
             std::time::Instant::now() < deadline,

@@ -395,8 +395,9 @@ impl Relay {
                             .collect(),
                         body: body.to_vec(),
                     };
-                    keep.lock().unwrap().push(delivery.clone());
                     let status = send(&target, &delivery).await;
+                    // Kept once the operator has answered (and so recorded it).
+                    keep.lock().unwrap().push(delivery);
                     axum::http::StatusCode::from_u16(status)
                         .unwrap_or(axum::http::StatusCode::BAD_GATEWAY)
                 }

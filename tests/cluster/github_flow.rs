@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::{
     ResourceExt,
     api::{ListParams, PostParams},
@@ -21,18 +21,8 @@ use crate::{
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
-async fn setup(scope: &Scope, max_concurrent: u32, paused: bool) -> (Emulator, Operator, String) {
-    setup_with(
-        scope,
-        json!({"maxConcurrent": max_concurrent, "paused": paused}),
-    )
-    .await
-}
-
-async fn setup_with(scope: &Scope, overrides: serde_json::Value) -> (Emulator, Operator, String) {
-    let (github, operator, queue, _relay) = setup_relayed(scope, overrides).await;
-    (github, operator, queue)
-}
+/// Name of the IssueQueue every test here makes.
+const QUEUE: &str = "demo";
 
 /// How the operator authenticates to GitHub.
 enum Auth {
@@ -42,38 +32,31 @@ enum Auth {
     App,
 }
 
-/// Like `setup_with`, with the webhook going through a relay that keeps every delivery.
-async fn setup_relayed(
-    scope: &Scope,
-    overrides: serde_json::Value,
-) -> (Emulator, Operator, String, Relay) {
-    setup_authenticated(scope, overrides, Auth::Token).await
+/// A GitHub emulator, the IssueQueue `demo` on its repository (`overrides` replace spec
+/// fields), the operator, and a relay between them that keeps every delivery.
+struct World {
+    github: Emulator,
+    operator: Operator,
+    relay: Relay,
 }
 
-async fn setup_authenticated(
-    scope: &Scope,
-    overrides: serde_json::Value,
-    auth: Auth,
-) -> (Emulator, Operator, String, Relay) {
+async fn setup(scope: &Scope, overrides: serde_json::Value, auth: Auth) -> World {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&scope.namespace);
     std::fs::create_dir_all(&dir).unwrap();
     let (github, app_key) = match auth {
         Auth::Token => (Emulator::start(&dir).await, String::new()),
         Auth::App => Emulator::start_with_app(&dir).await,
     };
-    for (name, key, value) in [
-        ("github-token", "token", BOT),
-        ("github-webhook", "secret", "hook-secret"),
-        ("github-app", "private-key.pem", app_key.as_str()),
-    ] {
-        let secret: Secret =
-            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {key: value}}))
-                .unwrap();
-        scope
-            .api::<Secret>()
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap();
+    scope
+        .add_secret("github-webhook", "secret", "hook-secret")
+        .await;
+    match auth {
+        Auth::Token => scope.add_secret("github-token", "token", BOT).await,
+        Auth::App => {
+            scope
+                .add_secret("github-app", "private-key.pem", &app_key)
+                .await
+        }
     }
     let profile = QueueProfile {
         name: "agent".into(),
@@ -81,7 +64,7 @@ async fn setup_authenticated(
         agent: scope.profile(None, "1s"),
     };
     let mut queue = json!({
-        "apiVersion": "raibid.dev/v1alpha1", "kind": "IssueQueue", "metadata": {"name": "demo"},
+        "apiVersion": "raibid.dev/v1alpha1", "kind": "IssueQueue", "metadata": {"name": QUEUE},
         "spec": {
             "repository": REPOSITORY,
             "github": {"apiUrl": github.url, "tokenSecretRef": {"name": "github-token", "key": "token"}},
@@ -110,7 +93,7 @@ async fn setup_authenticated(
     let operator = Operator::start(&scope.namespace, &format!("127.0.0.1:{port}")).await;
     let queues = scope.api::<IssueQueue>();
     eventually(PATIENCE, || async {
-        let status = queues.get("demo").await.ok()?.status?;
+        let status = queues.get(QUEUE).await.ok()?.status?;
         let is_true = |type_: &str| {
             status
                 .conditions
@@ -123,7 +106,29 @@ async fn setup_authenticated(
     .await;
     let relay = Relay::start(format!("http://127.0.0.1:{port}/webhooks/github")).await;
     github.add_webhook(&relay.url, "hook-secret").await;
-    (github, operator, "demo".into(), relay)
+    World {
+        github,
+        operator,
+        relay,
+    }
+}
+
+/// Waits until the operator has taken in what GitHub delivered: more than `before`
+/// deliveries passed the relay (each is recorded before the operator answers it) and no
+/// delivery record is left unprocessed (a record goes when the sync that read it ends).
+async fn settled(scope: &Scope, relay: &Relay, before: usize) {
+    let records = scope.api::<ConfigMap>();
+    eventually(PATIENCE, || async {
+        let arrived = relay.seen.lock().unwrap().len() > before;
+        let left = records
+            .list(&ListParams::default().labels("raibid.dev/delivery=true"))
+            .await
+            .ok()?
+            .items
+            .len();
+        (arrived && left == 0).then_some(())
+    })
+    .await;
 }
 
 /// Waits until the issue carries `label`.
@@ -165,8 +170,11 @@ async fn live_pod_of(scope: &Scope, task: &str) -> Option<Pod> {
 async fn questions_answers_agent_pull_request_merge_and_the_next_issue() {
     let scope = Scope::new("github-flow").await;
     scope.add_dgx_nodes(1).await;
-    let (github, _operator, _queue, relay) =
-        setup_relayed(&scope, json!({"maxConcurrent": 1})).await;
+    let World {
+        github,
+        operator: _operator,
+        relay,
+    } = setup(&scope, json!({"maxConcurrent": 1}), Auth::Token).await;
 
     // An issue with two questions waits, with its label and one status comment.
     let login = github
@@ -197,10 +205,11 @@ async fn questions_answers_agent_pull_request_merge_and_the_next_issue() {
             .then_some(())
     })
     .await;
+    let before = relay.seen.lock().unwrap().len();
     github
         .comment(CAROL, login, "A2: every scope there is")
         .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    settled(&scope, &relay, before).await;
     assert!(
         task_of(&scope, login).await.is_none(),
         "an outsider's answer started an agent"
@@ -382,7 +391,13 @@ async fn questions_answers_agent_pull_request_merge_and_the_next_issue() {
             .then_some(())
     })
     .await;
+    // The operator's own label removal comes back as a delivery: once it is taken in too,
+    // still no new attempt.
+    let before = relay.seen.lock().unwrap().len();
     tokio::time::sleep(Duration::from_millis(500)).await;
+    if relay.seen.lock().unwrap().len() > before {
+        settled(&scope, &relay, before).await;
+    }
     assert_eq!(
         task_of(&scope, tidy).await.unwrap().name_any(),
         tidy_task.name_any(),
@@ -414,7 +429,11 @@ async fn questions_answers_agent_pull_request_merge_and_the_next_issue() {
         (scope.task(&retried.name_any()).await.phase() == Phase::Running).then_some(())
     })
     .await;
+    let before = relay.seen.lock().unwrap().len();
     tokio::time::sleep(Duration::from_secs(1)).await;
+    if relay.seen.lock().unwrap().len() > before {
+        settled(&scope, &relay, before).await;
+    }
     assert_eq!(
         scope.task(&retried.name_any()).await.phase(),
         Phase::Running,
@@ -443,7 +462,14 @@ async fn five_issues_two_slots_priority_order_and_a_restart_that_missed_a_webhoo
     let scope = Scope::new("github-order").await;
     scope.add_dgx_nodes(3).await;
     // Paused while the issues arrive, so that all five compete for the two slots at once.
-    let (github, operator, queue) = setup(&scope, 2, true).await;
+    let World {
+        github, operator, ..
+    } = setup(
+        &scope,
+        json!({"maxConcurrent": 2, "paused": true}),
+        Auth::Token,
+    )
+    .await;
 
     let mut numbers = std::collections::BTreeMap::new();
     for (name, labels) in [
@@ -476,7 +502,7 @@ async fn five_issues_two_slots_priority_order_and_a_restart_that_missed_a_webhoo
     let queues = scope.api::<IssueQueue>();
     queues
         .patch(
-            &queue,
+            QUEUE,
             &kube::api::PatchParams::default(),
             &kube::api::Patch::Merge(json!({"spec": {"paused": false}})),
         )
@@ -495,7 +521,7 @@ async fn five_issues_two_slots_priority_order_and_a_restart_that_missed_a_webhoo
     .await;
     let expected_next = vec![numbers["medium"], numbers["none"], numbers["low"]];
     eventually(PATIENCE, || async {
-        let status = queues.get(&queue).await.ok()?.status?;
+        let status = queues.get(QUEUE).await.ok()?.status?;
         (status.next_candidates == expected_next
             && status.counts.running == 2
             && status.counts.ready == 3)
@@ -564,9 +590,14 @@ async fn five_issues_two_slots_priority_order_and_a_restart_that_missed_a_webhoo
 #[tokio::test]
 async fn an_issue_waiting_too_long_reminds_its_author_once_per_period() {
     let scope = Scope::new("github-remind").await;
-    let (github, _operator, _queue) = setup_with(
+    let World {
+        github,
+        operator: _operator,
+        ..
+    } = setup(
         &scope,
         json!({"answerReminderAfter": "2s", "resyncInterval": "1s"}),
+        Auth::Token,
     )
     .await;
     let issue = github
@@ -577,9 +608,15 @@ async fn an_issue_waiting_too_long_reminds_its_author_once_per_period() {
             &[],
         )
         .await;
-    let reminded = eventually(PATIENCE, || async {
+    let queues = scope.api::<IssueQueue>();
+    let reminded_at = || async {
+        let status = queues.get(QUEUE).await.ok()?.status?;
+        status.reminders.get(&issue.to_string()).map(|t| t.0)
+    };
+    let first = eventually(PATIENCE, || async {
         let comment = github.status_comments(issue).await.into_iter().next()?;
-        comment.contains("@alice, a reminder").then_some(comment)
+        let at = reminded_at().await?;
+        comment.contains("@alice, a reminder").then_some(at)
     })
     .await;
     assert_eq!(
@@ -587,11 +624,22 @@ async fn an_issue_waiting_too_long_reminds_its_author_once_per_period() {
         1,
         "the reminder edits the one status comment"
     );
+    // Syncs run every second; the next reminder comes a whole period later, not at each.
+    let second = eventually(PATIENCE, || async {
+        reminded_at().await.filter(|at| *at != first)
+    })
+    .await;
+    let gap = first.duration_until(second);
+    assert!(
+        gap >= jiff::SignedDuration::from_secs(2),
+        "reminded again after {gap:?}, within the 2s period"
+    );
     // Answered: the reminder goes away with the wait.
     github.comment(ALICE, issue, "A1: GitHub").await;
     eventually(PATIENCE, || async {
         let comment = github.status_comments(issue).await.into_iter().next()?;
-        (!comment.contains("a reminder") && comment != reminded).then_some(())
+        let gone = reminded_at().await.is_none();
+        (!comment.contains("a reminder") && gone).then_some(())
     })
     .await;
 }
@@ -600,8 +648,11 @@ async fn an_issue_waiting_too_long_reminds_its_author_once_per_period() {
 async fn every_delivery_again_twice_and_shuffled_changes_nothing() {
     let scope = Scope::new("github-replay").await;
     scope.add_dgx_nodes(1).await;
-    let (github, _operator, queue, relay) =
-        setup_relayed(&scope, json!({"maxConcurrent": 1})).await;
+    let World {
+        github,
+        operator: _operator,
+        relay,
+    } = setup(&scope, json!({"maxConcurrent": 1}), Auth::Token).await;
 
     // A short history: questions answered, an agent, a pull request, a merge, a second issue.
     let first = github
@@ -679,20 +730,8 @@ async fn every_delivery_again_twice_and_shuffled_changes_nothing() {
             "a replayed delivery got {status}"
         );
     }
-    // Let every replayed record be processed.
-    let queues = scope.api::<IssueQueue>();
-    let records = scope.api::<k8s_openapi::api::core::v1::ConfigMap>();
-    eventually(PATIENCE, || async {
-        let left = records
-            .list(&ListParams::default().labels("raibid.dev/delivery=true"))
-            .await
-            .ok()?
-            .items
-            .len();
-        (left == 0).then_some(())
-    })
-    .await;
-    let _ = queues.get(&queue).await.unwrap();
+    // Let every replayed record be processed (the replays went around the relay).
+    settled(&scope, &relay, 0).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         snapshot().await,
@@ -705,8 +744,11 @@ async fn every_delivery_again_twice_and_shuffled_changes_nothing() {
 async fn an_app_queue_gives_each_agent_a_token_for_its_repository_alone_until_the_task_ends() {
     let scope = Scope::new("github-app").await;
     scope.add_dgx_nodes(1).await;
-    let (github, _operator, _queue, _relay) =
-        setup_authenticated(&scope, json!({"maxConcurrent": 1}), Auth::App).await;
+    let World {
+        github,
+        operator: _operator,
+        ..
+    } = setup(&scope, json!({"maxConcurrent": 1}), Auth::App).await;
 
     let issue = github
         .open_issue(ALICE, "Add search", "Add a search box.", &[])
@@ -811,7 +853,11 @@ async fn a_draft_gets_one_enrichment_run_and_then_its_work() {
         match_rules: None,
         agent: scope.profile(Some("succeed"), "2s"),
     };
-    let (github, _operator, _queue) = setup_with(
+    let World {
+        github,
+        operator: _operator,
+        ..
+    } = setup(
         &scope,
         json!({
             "maxConcurrent": 1,
@@ -826,6 +872,7 @@ async fn a_draft_gets_one_enrichment_run_and_then_its_work() {
                 .unwrap(),
             ],
         }),
+        Auth::Token,
     )
     .await;
 

@@ -207,9 +207,16 @@ async fn a_task_no_node_can_host_fails_unschedulable_after_its_limit() {
         })
         .await;
 
-    let queued = scope
-        .wait_for_phase("two-gpus", Phase::Queued, PATIENCE)
-        .await;
+    // Once admission has judged it, a task that cannot fit waits without a pod.
+    eventually(PATIENCE, || async {
+        let status = scope.task("two-gpus").await.status?;
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Admitted" && c.status == "False" && c.reason == "NoFittingNode")
+            .then_some(())
+    })
+    .await;
     assert!(
         scope
             .api::<Pod>()
@@ -219,9 +226,11 @@ async fn a_task_no_node_can_host_fails_unschedulable_after_its_limit() {
             .is_none(),
         "no Pending pod for a task that cannot fit"
     );
-    let _ = queued;
 
-    for name in ["two-gpus", "too-big"] {
+    for (name, because) in [
+        ("two-gpus", "no node could ever host the agent for 3s"),
+        ("too-big", "no node could run the agent within 3s"),
+    ] {
         let failed = scope.wait_for_phase(name, Phase::Failed, PATIENCE).await;
         let status = failed.status.unwrap();
         assert_eq!(
@@ -229,7 +238,8 @@ async fn a_task_no_node_can_host_fails_unschedulable_after_its_limit() {
             Some("Unschedulable"),
             "{name}: {status:?}"
         );
-        assert!(status.message.unwrap().contains("within 3s") || name == "two-gpus");
+        let message = status.message.unwrap();
+        assert!(message.contains(because), "{name}: {message}");
     }
     let too_big_message = scope.task("too-big").await.status.unwrap().message.unwrap();
     assert!(

@@ -14,7 +14,7 @@ use std::{
 use k8s_openapi::{
     api::core::v1::{
         Affinity, Namespace, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement,
-        NodeSelectorTerm, Pod,
+        NodeSelectorTerm, Pod, Secret,
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
@@ -131,6 +131,18 @@ impl Scope {
         })
         .await;
         Self { client, namespace }
+    }
+
+    /// A Secret with one key, in the test's namespace.
+    pub async fn add_secret(&self, name: &str, key: &str, value: &str) {
+        let secret: Secret = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": name}, "stringData": {key: value}}),
+        )
+        .unwrap();
+        self.api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -355,13 +367,13 @@ impl Operator {
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Ok(text) = std::fs::read_to_string(&self.log) {
-                let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                eprintln!("--- operator log ({}) ---", self.log.display());
-                for line in tail.into_iter().rev() {
-                    eprintln!("{line}");
-                }
+        if std::thread::panicking()
+            && let Ok(text) = std::fs::read_to_string(&self.log)
+        {
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("--- operator log ({}) ---", self.log.display());
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
             }
         }
     }

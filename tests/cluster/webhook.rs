@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::{body::Body, http::Request};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
-    Api, ResourceExt,
+    ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
     runtime::{reflector, watcher},
 };
@@ -29,16 +29,8 @@ impl Hook {
     /// A queue for `acme/web` whose webhook secrets are `old-secret` and `new-secret`.
     async fn new(test: &str) -> Self {
         let scope = Scope::new(test).await;
-        let secrets: Api<Secret> = scope.api();
         for (name, value) in [("hook-old", "old-secret"), ("hook-new", "new-secret")] {
-            let secret: Secret = serde_json::from_value(json!({
-                "metadata": {"name": name}, "stringData": {"secret": value},
-            }))
-            .unwrap();
-            secrets
-                .create(&PostParams::default(), &secret)
-                .await
-                .unwrap();
+            scope.add_secret(name, "secret", value).await;
         }
         let queue: IssueQueue = serde_json::from_value(json!({
             "apiVersion": "raibid.dev/v1alpha1", "kind": "IssueQueue", "metadata": {"name": "web"},
@@ -186,6 +178,16 @@ async fn every_secret_of_the_rotation_list_is_accepted_and_a_changed_secret_at_o
         )
         .await;
     assert_eq!(status, 200);
+    // …and the value it replaced is refused from then on.
+    let (status, _) = hook
+        .send(
+            "issue_comment",
+            "r4",
+            Some(sign(b"old-secret", &body)),
+            body.clone(),
+        )
+        .await;
+    assert_eq!(status, 401, "the replaced secret still verifies");
     assert_eq!(hook.records().await.len(), 3);
 }
 

@@ -112,7 +112,7 @@ pub fn token_needs_renewal(expires_at: Option<Timestamp>, now: Timestamp) -> boo
 pub const TOKEN_RENEWAL_MARGIN: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// The Secret and key the agent's `GITHUB_TOKEN` comes from.
-pub fn credential_source(task: &AgentTask, settings: &RunSettings) -> Option<SecretKeyRef> {
+fn credential_source(task: &AgentTask, settings: &RunSettings) -> Option<SecretKeyRef> {
     match settings.github_credential.as_ref()? {
         AgentCredential::QueueToken(secret) => Some(secret.clone()),
         AgentCredential::RepositoryToken => Some(SecretKeyRef {
@@ -510,7 +510,7 @@ mod tests {
     }
 
     #[test]
-    fn a_task_without_a_queue_gets_no_github_token() {
+    fn settings_without_a_credential_give_no_github_token() {
         let task = task();
         let pod = agent_pod(&task, &settings(&task), 1);
         assert_eq!(token_env_source(&pod), None);

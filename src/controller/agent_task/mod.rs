@@ -18,7 +18,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams, PostParams},
     runtime::{
         controller::Action,
         events::{Event, EventType},
@@ -33,9 +33,9 @@ use self::{
     settings::{AgentCredential, ProfileError, RunSettings},
     transition::{CONDITION_ADMITTED, Transition},
 };
-use super::{Context, FIELD_MANAGER, issue_queue};
+use super::{Context, FIELD_MANAGER, delete_if_exists, issue_queue};
 use crate::{
-    crd::{AgentTask, IssueQueue, Phase, conditions},
+    crd::{AgentTask, IssueQueue, Phase, conditions, issue_queue::GitHubAuth},
     github::client::GitHubError,
     metrics::{ErrorLabels, OutcomeLabels},
 };
@@ -103,7 +103,6 @@ pub async fn reconcile(task: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action
         };
         if status.reason.as_deref() != Some(wanted) {
             delete_pod(&pods, &desired::pod_name(&task, task.attempt())).await?;
-            discard_repository_token(&task, &ctx).await?;
             let transition = match merged_at {
                 Some(at) => Transition::PullRequestMerged {
                     number,
@@ -114,13 +113,16 @@ pub async fn reconcile(task: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action
             let profile = status.profile.clone().unwrap_or_default();
             record(&ctx, &task, &transition, &profile).await?;
             ctx.admission.notify_one();
+            return Ok(Action::await_change());
         }
-        return Ok(Action::await_change());
     }
 
+    // Every end passes here once recorded: the pod of a success and the credential go.
     if let Some(phase) = phase.filter(|p| p.is_terminal()) {
         if phase == Phase::Succeeded {
             delete_pod(&pods, &desired::pod_name(&task, task.attempt())).await?;
+        } else {
+            remove_leftover_pod(&task, &ctx, task.attempt()).await?;
         }
         discard_repository_token(&task, &ctx).await?;
         return Ok(Action::await_change());
@@ -140,7 +142,6 @@ pub async fn reconcile(task: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action
 
     if task.spec.cancel {
         delete_pod(&pods, &desired::pod_name(&task, task.attempt())).await?;
-        discard_repository_token(&task, &ctx).await?;
         let cancelled = Transition::Cancelled {
             message: "spec.cancel is set".into(),
         };
@@ -175,6 +176,9 @@ async fn queued(
     now: Timestamp,
 ) -> Result<Action> {
     ctx.admission.notify_one();
+    if task.attempt() > 1 {
+        remove_leftover_pod(task, ctx, task.attempt() - 1).await?;
+    }
     let status = task.status.clone().unwrap_or_default();
     if let Some(waiting) = conditions::find(&status.conditions, CONDITION_ADMITTED)
         .filter(|c| c.status == "False" && c.reason == "NoFittingNode")
@@ -230,10 +234,6 @@ async fn follow_pod(
     } else {
         pods.get_opt(&name).await?
     };
-    if settings.github_credential == Some(AgentCredential::RepositoryToken) && pod.is_some() {
-        // Renewed while the agent runs; it reads the file, which follows the Secret.
-        ensure_repository_token(task, ctx).await?;
-    }
     let pod = match pod {
         Some(pod) => pod,
         None => {
@@ -266,7 +266,20 @@ async fn follow_pod(
     };
 
     let status = task.status.clone().unwrap_or_default();
-    match progress::observe(&pod, settings, now) {
+    let progress = progress::observe(&pod, settings, now);
+    let agent_alive = matches!(
+        progress,
+        PodProgress::Starting { .. } | PodProgress::Running { .. }
+    );
+    if agent_alive && settings.github_credential == Some(AgentCredential::RepositoryToken) {
+        // Renewed while the agent runs (it reads the file, which follows the Secret). A
+        // failed renewal must not stop the pod from being followed: the token in hand is
+        // good for a quarter of an hour more, and the next look tries again.
+        if let Err(error) = ensure_repository_token(task, ctx).await {
+            warn!(reason = error.reason(), %error, "could not renew the agent's repository token");
+        }
+    }
+    match progress {
         PodProgress::Starting { node, recheck_at } => {
             if status.node_name != node {
                 record(
@@ -302,10 +315,15 @@ async fn follow_pod(
             Ok(Action::await_change())
         }
         PodProgress::Failed(failure) => {
-            if failure.delete_pod {
+            // Recorded first: deleted first, a refused record would find the pod gone next
+            // time and call the attempt lost. If the delete fails after the record, the
+            // leftover sweep removes the pod.
+            let delete = failure.delete_pod;
+            let action = attempt_failed(task, ctx, settings, failure, now).await?;
+            if delete {
                 delete_pod(pods, &name).await?;
             }
-            attempt_failed(task, ctx, settings, failure, now).await
+            Ok(action)
         }
     }
 }
@@ -393,12 +411,26 @@ async fn create_pod(
     }
 }
 
-async fn delete_pod(pods: &Api<Pod>, name: &str) -> Result<()> {
-    match pods.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
+/// A pod of an attempt that has ended but is still alive (its failure was recorded, its
+/// delete did not happen): it holds a GPU, so it goes. Ended pods are not in the cache of
+/// live pods and stay for `kubectl logs`.
+async fn remove_leftover_pod(task: &AgentTask, ctx: &Context, attempt: u32) -> Result<()> {
+    let namespace = task.namespace().ok_or(Error::NoNamespace)?;
+    let name = desired::pod_name(task, attempt);
+    if ctx
+        .stores
+        .pods
+        .get(&ObjectRef::new(&name).within(&namespace))
+        .is_some()
+    {
+        delete_pod(&Api::namespaced(ctx.client.clone(), &namespace), &name).await?;
     }
+    Ok(())
+}
+
+async fn delete_pod(pods: &Api<Pod>, name: &str) -> Result<()> {
+    delete_if_exists(pods, name).await?;
+    Ok(())
 }
 
 /// Resolves the profile: inline, or from the task's IssueQueue. The outer error is a failed
@@ -413,13 +445,7 @@ fn resolve_settings(task: &AgentTask, ctx: &Context) -> Result<Result<RunSetting
         }
         return Ok(RunSettings::resolve(task, &[]));
     };
-    // The agent pushes its branch and opens its pull request with the smallest credential
-    // the queue's auth mode allows.
-    let credential = match (&queue.spec.github.app, &queue.spec.github.token_secret_ref) {
-        (Some(_), _) => Some(AgentCredential::RepositoryToken),
-        (None, Some(token)) => Some(AgentCredential::QueueToken(token.clone())),
-        (None, None) => None,
-    };
+    let credential = AgentCredential::for_queue(&queue.spec.github);
     Ok(
         RunSettings::resolve(task, &queue.spec.profiles).map(|mut settings| {
             settings.github_credential = credential;
@@ -490,22 +516,15 @@ async fn discard_repository_token(task: &AgentTask, ctx: &Context) -> Result<()>
         return Ok(());
     }
     // A queue that is gone may have been an App queue: look rather than assume.
-    if queue_of(task, ctx).is_some_and(|q| q.spec.github.app.is_none()) {
+    if queue_of(task, ctx).is_some_and(|q| !matches!(q.spec.github.auth(), GitHubAuth::App(_))) {
         return Ok(());
     }
     let namespace = task.namespace().ok_or(Error::NoNamespace)?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    match secrets
-        .delete(&desired::token_secret_name(task), &DeleteParams::default())
-        .await
-    {
-        Ok(_) => {
-            info!("deleted the agent's repository token");
-            Ok(())
-        }
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
+    if delete_if_exists(&secrets, &desired::token_secret_name(task)).await? {
+        info!("deleted the agent's repository token");
     }
+    Ok(())
 }
 
 /// Records a transition: status through server-side apply (guarded by the resourceVersion the

@@ -12,7 +12,7 @@ use crate::{
             DEFAULT_MAX_RETRIES, DEFAULT_PENDING_TIMEOUT, DEFAULT_RUN_TIMEOUT,
             DEFAULT_UNSCHEDULABLE_TIMEOUT, RunLimits,
         },
-        issue_queue::SecretKeyRef,
+        issue_queue::{GitHubAccess, GitHubAuth, SecretKeyRef},
     },
 };
 
@@ -46,6 +46,18 @@ pub enum AgentCredential {
     /// The queue is a GitHub App installation: the agent gets an installation token for the
     /// task's repository alone, issued into a Secret the task owns.
     RepositoryToken,
+}
+
+impl AgentCredential {
+    /// The agent pushes its branch and opens its pull request with the smallest credential
+    /// the queue's auth mode allows.
+    pub fn for_queue(github: &GitHubAccess) -> Option<Self> {
+        match github.auth() {
+            GitHubAuth::App(_) => Some(Self::RepositoryToken),
+            GitHubAuth::Token(token) => Some(Self::QueueToken(token.clone())),
+            GitHubAuth::Missing => None,
+        }
+    }
 }
 
 /// Why a task's profile cannot be used.
@@ -148,6 +160,39 @@ mod tests {
 
     fn task(spec: AgentTaskSpec) -> AgentTask {
         AgentTask::new("t", spec)
+    }
+
+    #[test]
+    fn agents_get_the_smallest_credential_of_their_queues_auth_mode() {
+        let secret = |name: &str| SecretKeyRef {
+            name: name.into(),
+            key: "k".into(),
+        };
+        let app = crate::crd::issue_queue::GitHubApp {
+            app_id: 1,
+            installation_id: 2,
+            private_key_secret_ref: secret("app-key"),
+        };
+        let access = |app: Option<_>, token: Option<SecretKeyRef>| GitHubAccess {
+            app,
+            token_secret_ref: token,
+            ..Default::default()
+        };
+        assert_eq!(
+            AgentCredential::for_queue(&access(Some(app.clone()), None)),
+            Some(AgentCredential::RepositoryToken),
+            "an App hands out per-task repository tokens, never its key"
+        );
+        assert_eq!(
+            AgentCredential::for_queue(&access(None, Some(secret("gh")))),
+            Some(AgentCredential::QueueToken(secret("gh")))
+        );
+        assert_eq!(
+            AgentCredential::for_queue(&access(Some(app), Some(secret("gh")))),
+            Some(AgentCredential::RepositoryToken),
+            "the App wins, as in the queue's own client"
+        );
+        assert_eq!(AgentCredential::for_queue(&access(None, None)), None);
     }
 
     #[test]

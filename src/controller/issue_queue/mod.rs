@@ -19,7 +19,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
     runtime::controller::Action,
 };
 use serde_json::json;
@@ -32,23 +32,24 @@ use super::{
         CLOSED_ANNOTATION, MERGED_AT_ANNOTATION, PULL_REQUEST_ANNOTATION,
         desired::{ISSUE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, QUEUE_LABEL},
     },
+    delete_if_exists,
 };
 use crate::{
     crd::{
         AdmissionKey, AgentTask, AgentTaskSpec, IssueQueue, IssueQueueStatus,
         conditions::{ConditionStatus, ConditionUpdate, upsert},
-        issue_queue::{IssueCounts, RateLimitStatus},
+        issue_queue::{GitHubAuth, IssueCounts, RateLimitStatus, SecretKeyRef},
     },
     github::{
         client::{Credentials, GitHubClient, GitHubError},
-        payload::IssuePayload,
+        payload::{IssuePayload, PullRequestPayload},
     },
     issue::{
         Comment, Issue, Rules, admission_order, evaluate, identity::issue_id, references::IssueRef,
         status_comment::IssueState,
     },
     metrics::{ErrorLabels, QueueLabel},
-    webhook::DELIVERY_LABEL,
+    webhook::{DELIVERY_LABEL, RECORD_ISSUES, RECORD_PULL_REQUEST},
 };
 
 pub const CONTROLLER: &str = "issuequeue";
@@ -70,7 +71,7 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("{0}")]
     GitHub(#[from] GitHubError),
-    #[error("Secret {name:?} has no key {key:?}")]
+    #[error("Secret {name:?} is missing or has no value under {key:?}")]
     MissingSecret { name: String, key: String },
 }
 
@@ -100,9 +101,16 @@ struct KnownClient {
     login: Option<String>,
 }
 
-#[instrument(skip_all, fields(queue = %queue.name_any(), namespace = queue.namespace().unwrap_or_default()))]
-pub async fn reconcile(queue: Arc<IssueQueue>, ctx: Arc<Context>) -> Result<Action> {
+#[instrument(skip_all, fields(queue = %cached.name_any(), namespace = cached.namespace().unwrap_or_default()))]
+pub async fn reconcile(cached: Arc<IssueQueue>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started(CONTROLLER);
+    // The status carries state from pass to pass (when each issue was reminded, when each
+    // condition changed); the cache may not have our last write yet, so read it fresh.
+    let api: Api<IssueQueue> =
+        Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+    let Some(queue) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
     let resync = queue.spec.resync_interval.as_std();
     match sync(&queue, &ctx).await {
         Ok(status) => {
@@ -169,27 +177,24 @@ pub(crate) async fn client(
 ) -> Result<(Arc<GitHubClient>, Option<String>)> {
     let namespace = queue.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let read = |name: String, key: String| {
+    let read = |secret: &SecretKeyRef| {
         let secrets = secrets.clone();
+        let secret = secret.clone();
         async move {
-            let secret = secrets.get(&name).await?;
-            let version = secret.resource_version().unwrap_or_default();
-            let value = secret
-                .data
-                .and_then(|mut d| d.remove(&key))
-                .map(|b| b.0)
-                .ok_or(Error::MissingSecret { name, key })?;
-            Ok::<_, Error>((value, version))
+            let value =
+                crate::secret::read(&secrets, &secret)
+                    .await?
+                    .ok_or(Error::MissingSecret {
+                        name: secret.name,
+                        key: secret.key,
+                    })?;
+            Ok::<_, Error>((value.bytes, value.version))
         }
     };
     let spec = &queue.spec.github;
-    let (credentials, version) = match (&spec.app, &spec.token_secret_ref) {
-        (Some(app), _) => {
-            let (pem, version) = read(
-                app.private_key_secret_ref.name.clone(),
-                app.private_key_secret_ref.key.clone(),
-            )
-            .await?;
+    let (credentials, version) = match spec.auth() {
+        GitHubAuth::App(app) => {
+            let (pem, version) = read(&app.private_key_secret_ref).await?;
             (
                 Credentials::App {
                     app_id: app.app_id,
@@ -199,21 +204,27 @@ pub(crate) async fn client(
                 version,
             )
         }
-        (None, Some(token)) => {
-            let (value, version) = read(token.name.clone(), token.key.clone()).await?;
+        GitHubAuth::Token(token) => {
+            let (value, version) = read(token).await?;
             (
                 Credentials::Token(String::from_utf8_lossy(&value).trim().to_owned()),
                 version,
             )
         }
-        (None, None) => {
+        GitHubAuth::Missing => {
             return Err(GitHubError::Setup("the queue names no GitHub credentials".into()).into());
         }
     };
     let key = format!("{namespace}/{}", queue.name_any());
     let fingerprint = format!("{}|{}|{version}", spec.api_url, queue.spec.repository);
-    let mut clients = ctx.github.clients.lock().await;
-    if let Some(known) = clients.get(&key).filter(|k| k.fingerprint == fingerprint) {
+    if let Some(known) = ctx
+        .github
+        .clients
+        .lock()
+        .await
+        .get(&key)
+        .filter(|k| k.fingerprint == fingerprint)
+    {
         return Ok((known.client.clone(), known.login.clone()));
     }
     let is_app = matches!(credentials, Credentials::App { .. });
@@ -222,12 +233,14 @@ pub(crate) async fn client(
         &queue.spec.repository,
         credentials,
     )?);
+    // Asked without holding the map, so other queues' syncs do not wait on it. A failure is
+    // an error, not a client without a login: the next sync asks again.
     let login = if is_app {
         None
     } else {
-        client.login().await.ok()
+        Some(client.login().await?)
     };
-    clients.insert(
+    ctx.github.clients.lock().await.insert(
         key,
         KnownClient {
             fingerprint,
@@ -277,26 +290,29 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
     // Pull requests named by deliveries or already known to tasks.
     let delivered_prs: BTreeSet<u64> = records
         .iter()
-        .filter_map(|r| r.data.as_ref()?.get("pullRequest")?.parse().ok())
+        .filter_map(|r| r.data.as_ref()?.get(RECORD_PULL_REQUEST)?.parse().ok())
         .collect();
     let mut pr_numbers = delivered_prs.clone();
     pr_numbers.extend(
         tasks
             .iter()
+            .filter(|t| !t.phase().is_terminal())
             .filter_map(|t| t.status.as_ref()?.pull_request.as_ref().map(|p| p.number)),
     );
-    // Recent pull requests repair missed webhooks; those named by deliveries or tasks are
-    // read individually too, so an old one is never missed.
-    for number in pr_numbers {
-        if !pull_requests.iter().any(|p| p.number == number) {
-            pull_requests.push(github.pull_request(number).await?);
-        }
+    // Recent pull requests repair missed webhooks; those named by deliveries or by running
+    // tasks are read individually too, so an old one is never missed.
+    pr_numbers.retain(|n| !pull_requests.iter().any(|p| p.number == *n));
+    let missing: Vec<u64> = pr_numbers.into_iter().collect();
+    for chunk in missing.chunks(8) {
+        let github = &github;
+        let reads = chunk.iter().map(|n| github.pull_request(*n));
+        pull_requests.extend(futures::future::try_join_all(reads).await?);
     }
 
     // Issues that are not open but matter: named by deliveries, by tasks, by pull requests.
     let named_by_delivery: BTreeSet<u64> = records
         .iter()
-        .filter_map(|r| r.data.as_ref()?.get("issues").cloned())
+        .filter_map(|r| r.data.as_ref()?.get(RECORD_ISSUES).cloned())
         .flat_map(|list| {
             list.split(',')
                 .filter_map(|n| n.parse().ok())
@@ -313,18 +329,20 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
     // A closed pull request's issues matter when they are announced or have had an agent;
     // the others are history, and reading them all on every pass would cost a request each.
     let issues_with_tasks: BTreeSet<u64> = tasks.iter().filter_map(|t| t.spec.issue).collect();
-    wanted.extend(
-        pull_requests
-            .iter()
-            .filter(|p| p.state.as_deref() != Some("closed") || delivered_prs.contains(&p.number))
-            .flat_map(|p| p.linked_issues()),
-    );
-    wanted.extend(
-        pull_requests
-            .iter()
-            .flat_map(|p| p.linked_issues())
-            .filter(|n| issues_with_tasks.contains(n)),
-    );
+    // The issues each pull request names, parsed once per pass.
+    let links: Vec<(&PullRequestPayload, BTreeSet<u64>)> = pull_requests
+        .iter()
+        .map(|p| (p, p.linked_issues()))
+        .collect();
+    for (pull_request, named) in &links {
+        let live = pull_request.state.as_deref() != Some("closed")
+            || delivered_prs.contains(&pull_request.number);
+        wanted.extend(
+            named
+                .iter()
+                .filter(|n| live || issues_with_tasks.contains(n)),
+        );
+    }
     let not_open: Vec<u64> = wanted.difference(&open_numbers).copied().collect();
     for chunk in not_open.chunks(8) {
         let github = &github;
@@ -344,16 +362,33 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
         }
     }
 
-    // Dependencies in other repositories are looked up once per pass.
+    // Dependencies in other repositories are looked up once per pass, each once. One that
+    // cannot be read counts as open: waiting is the safe side.
+    let elsewhere: Vec<IssueRef> = issues
+        .values()
+        .flat_map(|issue| {
+            let body = issue.body.as_deref().unwrap_or_default();
+            crate::issue::references::dependencies(body, &queue.spec.repository)
+        })
+        .filter(|d| d.repository.is_some())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut closed_elsewhere: BTreeSet<IssueRef> = BTreeSet::new();
-    for issue in issues.values() {
-        let body = issue.body.clone().unwrap_or_default();
-        for dependency in crate::issue::references::dependencies(&body, &queue.spec.repository) {
-            if let Some(repository) = &dependency.repository {
-                if let Ok(other) = github.issue_in(repository, dependency.number).await {
-                    if other.state.as_deref() == Some("closed") {
-                        closed_elsewhere.insert(dependency);
-                    }
+    for chunk in elsewhere.chunks(8) {
+        let github = &github;
+        let reads = chunk.iter().map(|d| async move {
+            let repository = d.repository.as_deref().unwrap_or_default();
+            (d, github.issue_in(repository, d.number).await)
+        });
+        for (dependency, read) in futures::future::join_all(reads).await {
+            match read {
+                Ok(other) if other.state.as_deref() == Some("closed") => {
+                    closed_elsewhere.insert(dependency.clone());
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    debug!(%error, ?dependency, "could not read a dependency; counting it open")
                 }
             }
         }
@@ -429,11 +464,10 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
         // An old closed pull request must neither fail a new attempt nor close a reopened
         // issue again, also when its delivery comes late.
         let latest_run = issue_tasks.iter().max_by_key(|t| t.attempt);
-        let linked: Vec<LinkedPullRequest> = pull_requests
+        let linked: Vec<LinkedPullRequest> = links
             .iter()
-            .filter(|p| {
-                p.linked_issues().contains(&issue.number) || branches.contains(&p.head.branch)
-            })
+            .filter(|(p, named)| named.contains(&issue.number) || branches.contains(&p.head.branch))
+            .map(|(p, _)| *p)
             .filter(|p| {
                 plan::speaks_for_latest_run(
                     p.number,
@@ -516,14 +550,7 @@ async fn sync(queue: &IssueQueue, ctx: &Context) -> Result<IssueQueueStatus> {
     }
 
     for record in &records {
-        match records_api
-            .delete(&record.name_any(), &DeleteParams::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => return Err(error.into()),
-        }
+        delete_if_exists(&records_api, &record.name_any()).await?;
     }
 
     let now = Timestamp::now();
@@ -628,13 +655,7 @@ async fn webhook_readiness(
         Api::namespaced(ctx.client.clone(), &queue.namespace().unwrap_or_default());
     let mut missing = Vec::new();
     for secret_ref in refs {
-        let present = secrets
-            .get_opt(&secret_ref.name)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|s| s.data)
-            .is_some_and(|d| d.get(&secret_ref.key).is_some_and(|v| !v.0.is_empty()));
+        let present = matches!(crate::secret::read(&secrets, secret_ref).await, Ok(Some(_)));
         if !present {
             missing.push(format!("{}/{}", secret_ref.name, secret_ref.key));
         }

@@ -783,9 +783,7 @@ mod tests {
     fn an_old_closed_pull_request_never_speaks_for_a_new_run() {
         let run = task(2, Phase::Running); // created at second 1_700_000_050, watermark #6
         let at = |s: i64| Some(Timestamp::from_second(1_700_000_000 + s).unwrap());
-        let speaks = |number, open, closed_at, run, delivered| {
-            speaks_for_latest_run(number, open, closed_at, run, delivered)
-        };
+        let speaks = speaks_for_latest_run;
         assert!(
             speaks(5, true, None, Some(&run), false),
             "open ones always do"
